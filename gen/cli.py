@@ -1,0 +1,186 @@
+"""`gen train | sample | eval`: parse flags, load the config, call the core.
+
+  gen train --config=FILE[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
+  gen sample --workdir=DIR [--num=64] [--out=FILE.png] [--seed=0] [--step=N] [--KEY=VALUE ...]
+  gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
+
+Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know are passed
+to the family's sampler as keyword arguments (e.g. `--steps=50` for a diffusion model).
+Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
+config.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+
+USAGE = __doc__.split("\n\n")[1]
+
+
+class UsageError(ValueError):
+  pass
+
+
+def _parse(argv, flags: dict[str, object], allow_config=False, allow_extra=False):
+  """Parses `--name=value` flags. Returns (values, config_overrides, extra)."""
+  values = dict(flags)
+  overrides, extra = [], {}
+  for arg in argv:
+    if not arg.startswith("--"):
+      raise UsageError(f"unexpected argument '{arg}' (flags look like --name=value)")
+    name, eq, value = arg[2:].partition("=")
+    if allow_config and name.startswith("config."):
+      if not eq:
+        raise UsageError(f"'{arg}' needs a value: --{name}=VALUE")
+      overrides.append(arg)
+    elif name in flags:
+      if not eq and not isinstance(flags[name], bool):
+        raise UsageError(f"flag --{name} needs a value: --{name}=VALUE")
+      default = flags[name]
+      if isinstance(default, bool):
+        values[name] = (value.lower() not in ("0", "false", "no")) if eq else True
+      elif isinstance(default, int) and default is not None:
+        try:
+          values[name] = int(value)
+        except ValueError:
+          raise UsageError(f"flag --{name} expects an integer, got '{value}'") from None
+      else:
+        values[name] = value
+    elif allow_extra:
+      try:
+        extra[name] = ast.literal_eval(value) if eq else True
+      except (ValueError, SyntaxError):
+        extra[name] = value
+    else:
+      known = ", ".join(f"--{f}" for f in flags)
+      raise UsageError(f"unknown flag '--{name}' (known: {known})")
+  return values, overrides, extra
+
+
+def _require(values, *names):
+  for n in names:
+    if not values.get(n):
+      raise UsageError(f"--{n} is required")
+
+
+def _setup_jax():
+  import jax
+
+  cache = os.environ.get("GEN_COMPILATION_CACHE",
+                         os.path.join(os.path.expanduser("~"), ".cache", "gen", "jax"))
+  if cache and cache.lower() not in ("0", "off", "none"):
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def cmd_train(argv):
+  from gen.core import config as config_lib
+  from gen.core import train
+
+  values, overrides, _ = _parse(argv, {"config": "", "workdir": ""}, allow_config=True)
+  _require(values, "config", "workdir")
+  config = config_lib.load(values["config"], overrides)  # Errors here write nothing.
+  _setup_jax()
+  train.train(config, values["workdir"])
+  return 0
+
+
+def cmd_sample(argv):
+  values, _, extra = _parse(
+      argv, {"workdir": "", "num": 64, "out": "", "seed": 0, "step": -1, "ncol": 0},
+      allow_extra=True)
+  _require(values, "workdir")
+  _setup_jax()
+  import jax
+
+  from gen.core import images, train
+  from gen.core.data import postprocess
+
+  config, spec, pipeline, state, step = train.load_workdir(
+      values["workdir"], step=None if values["step"] < 0 else values["step"])
+  params = set(inspect.signature(pipeline.sample).parameters)
+  unknown = sorted(set(extra) - params)
+  if unknown:
+    known = sorted(params - {"params", "rng", "num"})
+    raise UsageError(f"the {config.family} sampler takes no argument(s) "
+                     f"{', '.join('--' + u for u in unknown)}"
+                     f" (it takes: {', '.join('--' + k for k in known) or 'none'})")
+  fn = jax.jit(lambda p, rng: pipeline.sample(p, rng, values["num"], **extra))
+  t0 = time.time()
+  x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
+  out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}.png")
+  images.save_grid(out, postprocess(x, spec.preprocess), values["ncol"] or None)
+  print(f"wrote {values['num']} samples from step {step} to {out} ({time.time() - t0:.1f}s)")
+  return 0
+
+
+def cmd_eval(argv):
+  values, overrides, _ = _parse(argv, {"workdir": "", "num_batches": 0, "out": "", "step": -1,
+                                       "batch_size": 0}, allow_config=True)
+  _require(values, "workdir")
+  _setup_jax()
+  import jax
+
+  from gen.core import parallel, train
+  from gen.core.data import Data
+
+  config, spec, pipeline, state, step = train.load_workdir(
+      values["workdir"], overrides, step=None if values["step"] < 0 else values["step"])
+  data = Data(config)
+  mesh = parallel.make_mesh()
+  bsh = parallel.batch_sharding(mesh)
+  eval_fn = jax.jit(pipeline.final_eval_step or pipeline.eval_step)
+  t0 = time.time()
+  metrics = train.evaluate(eval_fn, state, data, lambda b: parallel.put_batch(b, bsh),
+                           jax.random.key(config.seed + 1), values["num_batches"], bar=True,
+                           batch_size=values["batch_size"] or None)
+  result = {"step": step, "family": config.family, "data": config.data.name,
+            "split": config.data.eval_split, **metrics, "seconds": round(time.time() - t0, 1)}
+  out = values["out"] or os.path.join(values["workdir"], "eval.json")
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps(result, indent=2))
+  print(f"wrote {out}", file=sys.stderr)
+  return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
+    print(USAGE, file=sys.stderr)
+    if argv and argv[0] not in ("-h", "--help", "help"):
+      print(f"\ngen: unknown command '{argv[0]}'", file=sys.stderr)
+      return 2
+    return 0 if argv else 2
+  from gen.core.logging import setup_logging
+  setup_logging()
+  logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's deprecation chatter.
+
+  from gen.core.checkpoint import CheckpointError
+  from gen.core.config import ConfigError
+  from gen.core.data import DataError
+  from gen.core.train import TrainingError
+  try:
+    return COMMANDS[argv[0]](argv[1:])
+  except (UsageError, ConfigError) as e:
+    print(f"gen {argv[0]}: error: {e}", file=sys.stderr)
+    return 2
+  except (DataError, CheckpointError, TrainingError) as e:
+    print(f"gen {argv[0]}: error: {e}", file=sys.stderr)
+    return 1
+  except ValueError as e:  # Family and pipeline checks on config values.
+    print(f"gen {argv[0]}: error: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

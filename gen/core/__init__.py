@@ -1,0 +1,1 @@
+"""The core every family shares: config, data, training loop, checkpoints, logging."""

@@ -1,0 +1,119 @@
+"""The contract between a family and the core.
+
+A family exposes `make(config, spec) -> Pipeline`: a record of pure functions. The core
+compiles them, feeds them data, checkpoints their state and writes their pictures.
+
+| field            | signature                                          |
+|------------------|----------------------------------------------------|
+| `init`           | `(rng, batch) -> state`                            |
+| `train_step`     | `(state, batch, rng) -> (state, metrics)`          |
+| `eval_step`      | `(state, batch, rng) -> {name: float[B]}`          |
+| `sample`         | `(params, rng, num) -> images` (model space)       |
+| `final_eval_step`| like `eval_step`, for `gen eval` (e.g. more IWAE samples) |
+| `visualize`      | `(state, batch, rng) -> {name: (images, ncol)}`    |
+| `functions`      | the family's other pure functions, by name         |
+
+`eval_step` returns per-example values; the core averages them over the eval split
+with the padding `mask`. Images are in the model's data space (see `DataSpec`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What a family needs to know about the data, without loading it."""
+
+  shape: tuple[int, int, int]  # (H, W, C)
+  num_classes: int
+  preprocess: str  # how uint8 pixels became model inputs (see gen.core.data.preprocess)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self))
+
+  @classmethod
+  def from_json(cls, text: str) -> DataSpec:
+    d = json.loads(text)
+    return cls(shape=tuple(d["shape"]), num_classes=d["num_classes"], preprocess=d["preprocess"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+  init: Callable[..., Any]
+  train_step: Callable[..., tuple[Any, dict]]
+  eval_step: Callable[..., dict]
+  sample: Callable[..., jax.Array]
+  final_eval_step: Callable[..., dict] | None = None
+  visualize: Callable[..., dict] | None = None
+  # Params used for sampling and eval: the EMA copy when there is one.
+  sample_params: Callable[[Any], Any] = lambda state: state.sample_params
+  # The family's other pure functions (losses, bounds), for tests and notebooks.
+  functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+
+
+class TrainState(struct.PyTreeNode):
+  """Step, params, their EMA and the optimizer state of one network."""
+
+  step: jax.Array
+  params: Any
+  ema_params: Any  # None when EMA is off.
+  opt_state: Any
+  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  ema_decay: float = struct.field(pytree_node=False, default=0.0)
+
+  @classmethod
+  def create(cls, params, tx: optax.GradientTransformation, ema_decay: float = 0.0):
+    ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
+    return cls(step=jnp.zeros((), jnp.int32), params=params, ema_params=ema,
+               opt_state=tx.init(params), tx=tx, ema_decay=ema_decay)
+
+  def apply_gradients(self, grads) -> TrainState:
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+    params = optax.apply_updates(self.params, updates)
+    ema = self.ema_params
+    if self.ema_decay > 0:
+      # Warm the EMA up so early samples are not dominated by the random init.
+      decay = jnp.minimum(self.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+      ema = optax.incremental_update(params, ema, 1.0 - decay)
+    return self.replace(step=self.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+
+  @property
+  def sample_params(self):
+    return self.params if self.ema_params is None else self.ema_params
+
+
+def make_schedule(optim, num_steps: int) -> optax.Schedule:
+  warmup = min(optim.warmup_steps, max(num_steps - 1, 0))
+  if optim.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, optim.lr, warmup, max(num_steps, warmup + 1), end_value=optim.lr * optim.min_lr_ratio)
+  if optim.schedule == "constant":
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, optim.lr, warmup), optax.constant_schedule(optim.lr)], [warmup])
+  raise ValueError(f"optim.schedule must be 'cosine' or 'constant', got '{optim.schedule}'")
+
+
+def make_optimizer(optim, num_steps: int) -> optax.GradientTransformation:
+  """Clipping + Adam(W)/SGD on a warmup schedule, from the config's `optim` section."""
+  lr = make_schedule(optim, num_steps)
+  if optim.name == "adamw":
+    opt = optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+  elif optim.name == "adam":
+    opt = optax.adam(lr, b1=optim.b1, b2=optim.b2)
+  elif optim.name == "sgd":
+    opt = optax.sgd(lr, momentum=optim.b1 or None)
+  else:
+    raise ValueError(f"optim.name must be adam, adamw or sgd, got '{optim.name}'")
+  if optim.grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(optim.grad_clip), opt)
+  return opt

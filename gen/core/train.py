@@ -1,0 +1,330 @@
+"""The generic training loop over a family's pure functions.
+
+`train(config, workdir)` initializes (or resumes) the state, then runs the family's
+`train_step` compiled once with `jax.jit` (state donated and replicated, the batch
+sharded over the `data` mesh axis). Along the way it logs metrics one step late so the
+device never waits on the host, stops on a non-finite loss, evaluates, writes sample
+grids, and checkpoints the state together with the data iterator's position. SIGTERM
+or SIGINT makes it checkpoint at the next step boundary and return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen.core import config as config_lib
+from gen.core import images as images_lib
+from gen.core import parallel
+from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
+from gen.core.data import Data, postprocess
+from gen.core.logging import MetricWriter, progress
+from gen.core.pipeline import DataSpec, Pipeline
+
+log = logging.getLogger("gen")
+
+SPEC_FILE = "data_spec.json"
+CONFIG_FILE = "config.json"
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+
+def build(config, spec: DataSpec) -> Pipeline:
+  """Imports `gen.<config.family>` and calls its `make(config, spec)`."""
+  family = importlib.import_module(f"gen.{config.family}")
+  return family.make(config, spec)
+
+
+def _keys(seed: int):
+  init, train, evaluate, sample = jax.random.split(jax.random.key(seed), 4)
+  return {"init": init, "train": train, "eval": evaluate, "sample": sample}
+
+
+def _is_loss(name: str) -> bool:
+  return name == "loss" or name.startswith("loss_") or name.endswith("_loss")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(enabled: bool):
+  """Turns the first SIGTERM/SIGINT into a flag; a second one interrupts as usual."""
+  flag = {"signal": None}
+  if not enabled:
+    yield flag
+    return
+  previous = {}
+
+  def handler(signum, frame):
+    flag["signal"] = signal.Signals(signum).name
+    for s, h in previous.items():  # A second signal is not caught.
+      signal.signal(s, h)
+
+  for s in (signal.SIGTERM, signal.SIGINT):
+    previous[s] = signal.signal(s, handler)
+  try:
+    yield flag
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def evaluate(eval_fn, state, data: Data, put, rng, max_batches: int = 0,
+             bar: bool = False, batch_size: int | None = None) -> dict[str, float]:
+  """Averages the per-example metrics of `eval_fn` over the eval split (padding masked)."""
+  sums: dict[str, float] = {}
+  count = 0.0
+  bs = batch_size or data.cfg.eval_batch_size
+  total = math.ceil(len(data.eval_source) / bs)
+  total = min(total, max_batches) if max_batches else total
+  pbar = progress(total, 0, bar)
+  for i, batch in enumerate(data.eval_batches(max_batches, batch_size)):
+    mask = batch["mask"]
+    out = jax.device_get(eval_fn(state, put(batch), jax.random.fold_in(rng, i)))
+    for k, v in out.items():
+      v = np.asarray(v, np.float64)
+      if v.ndim == 0:
+        raise ValueError(f"eval_step must return per-example values; '{k}' is a scalar")
+      sums[k] = sums.get(k, 0.0) + float((v * mask).sum())
+    count += float(mask.sum())
+    pbar.update(1)
+  pbar.close()
+  out = {k: v / count for k, v in sums.items()}
+  out["num_examples"] = int(count)
+  return out
+
+
+class _Run:
+  """Everything one call to `train` holds: compiled functions, data, writers."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.data = Data(config)  # Data errors surface before anything is written.
+    self.spec = DataSpec(tuple(self.data.shape), self.data.num_classes, config.data.preprocess)
+    self.pipeline = build(config, self.spec)
+    self.mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.data.batch_size, self.mesh)
+    parallel.check_batch_size(config.data.eval_batch_size, self.mesh, "data.eval_batch_size")
+    self.repl = parallel.replicated(self.mesh)
+    self.bsh = parallel.batch_sharding(self.mesh)
+    self.keys = _keys(config.seed)
+    p = self.pipeline
+
+    def step_fn(state, batch, key):
+      return p.train_step(state, batch, jax.random.fold_in(key, state.step))
+
+    self.step = jax.jit(step_fn, in_shardings=(self.repl, self.bsh, self.repl),
+                        out_shardings=(self.repl, self.repl), donate_argnums=0)
+    self.eval_step = jax.jit(p.eval_step)
+    num = config.train.num_samples
+    self.sample = jax.jit(lambda params, rng: p.sample(params, rng, num))
+    self.visualize = jax.jit(p.visualize) if p.visualize else None
+    self.all_finite = jax.jit(lambda t: jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)
+         if jnp.issubdtype(x.dtype, jnp.inexact)] or [jnp.array(True)])))
+
+  def put(self, batch):
+    return parallel.put_batch(batch, self.bsh)
+
+  def init_or_restore(self, ckpt: Checkpointer, iterator):
+    example = self.put(self.data.example_batch())
+    abstract = jax.eval_shape(self.pipeline.init, self.keys["init"], example)
+    restored = ckpt.restore(abstract_like(abstract, self.repl))
+    if restored is not None:
+      step, state, data_state = restored
+      if "iterator" in data_state:
+        iterator.set_state(data_state["iterator"])
+      log.info("resumed from step %d in %s", step, ckpt.directory)
+      return state, step
+    init = jax.jit(self.pipeline.init, out_shardings=self.repl)
+    return init(self.keys["init"], example), 0
+
+  def write_images(self, state, step: int, writer: MetricWriter) -> list[str]:
+    """Sample grid (+ the family's own pictures) to `images/NAME_STEP.png` and `NAME.png`."""
+    mode = self.spec.preprocess
+    params = self.pipeline.sample_params(state)
+    pictures = {"samples": (self.sample(params, self.keys["sample"]), None)}
+    if self.visualize is not None:
+      batch = next(self.data.eval_batches(1))
+      pictures.update(self.visualize(state, self.put(batch), self.keys["sample"]))
+    paths = []
+    if jax.process_index() != 0:
+      return paths
+    for name, (imgs, ncol) in pictures.items():
+      pic = images_lib.grid(postprocess(jax.device_get(imgs), mode), ncol)
+      images_lib.save_png(os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"), pic)
+      paths.append(images_lib.save_png(os.path.join(self.workdir, f"{name}.png"), pic))
+      writer.image(step, name, pic)
+    return paths
+
+
+def _write_run_files(config, workdir: str, spec: DataSpec) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = config_lib.to_json(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = f.read().strip()
+    if old != new.strip():
+      before, after = json.loads(old), json.loads(new)
+      diff = sorted(k for k in set(config_lib.flat_keys(config_lib.ConfigDict(before)))
+                    | set(config_lib.flat_keys(config)) if _get(before, k) != _get(after, k))
+      log.warning("config differs from the one %s was started with (%s); using the new one",
+                  workdir, ", ".join(diff) or "formatting")
+  with open(path, "w") as f:
+    f.write(new + "\n")
+  with open(os.path.join(workdir, SPEC_FILE), "w") as f:
+    f.write(spec.to_json() + "\n")
+
+
+def _get(d, dotted):
+  for k in dotted.split("."):
+    if not isinstance(d, dict) or k not in d:
+      return None
+    d = d[k]
+  return d
+
+
+def train(config, workdir: str, *, stop_at_step: int | None = None,
+          handle_signals: bool = True) -> Any:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the state.
+
+  `stop_at_step` stops early as if preempted there (checkpoint, then return); tests use
+  it to compare an interrupted run with a straight one.
+  """
+  tc = config.train
+  run = _Run(config, workdir)
+  _write_run_files(config, workdir, run.spec)
+  ckpt = Checkpointer(workdir, keep=tc.keep_checkpoints, async_save=tc.async_checkpoints)
+  writer = MetricWriter(workdir)
+  iterator = run.data.train_iterator()
+  state, start = run.init_or_restore(ckpt, iterator)
+  n_params = sum(x.size for x in jax.tree.leaves(run.pipeline.sample_params(state)))
+  log.info("%s: %s params, %d devices, global batch %d, steps %d -> %d", config.family,
+           f"{n_params:,}", run.mesh.devices.size, config.data.batch_size, start, tc.num_steps)
+
+  last_saved = start if start else None
+  bar = progress(tc.num_steps, start, tc.progress)
+  sums: dict[str, float] = {}
+  n_summed, t_log = 0, time.time()
+  pending = None  # (step, device metrics) of the previous step: fetched one step late.
+
+  def drain():
+    """Fetches the pending metrics, stops on a non-finite loss, logs every `log_every`."""
+    nonlocal pending, sums, n_summed, t_log
+    if pending is None:
+      return
+    s, metrics = pending
+    pending = None
+    values = jax.device_get(metrics)
+    for k, v in values.items():
+      if _is_loss(k) and not np.all(np.isfinite(v)):
+        ckpt.wait()
+        raise TrainingError(
+            f"non-finite {k}={float(np.asarray(v).ravel()[0])} at step {s}; stopped. "
+            f"The last good checkpoint is step {last_saved} in {ckpt.directory}.")
+      sums[k] = sums.get(k, 0.0) + float(np.mean(v))
+    n_summed += 1
+    if s % tc.log_every == 0 or s == tc.num_steps:
+      now = time.time()
+      means = {k: v / n_summed for k, v in sums.items()}
+      means["steps_per_sec"] = n_summed / max(now - t_log, 1e-9)
+      writer.write(s, means)
+      bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", refresh=False)
+      sums, n_summed, t_log = {}, 0, now
+
+  def save(s: int):
+    nonlocal last_saved
+    drain()
+    if not bool(run.all_finite(state)):
+      ckpt.wait()
+      raise TrainingError(f"non-finite parameters at step {s}; not saved. The last good "
+                          f"checkpoint is step {last_saved} in {ckpt.directory}.")
+    ckpt.save(s, state, {"iterator": iterator.get_state(), "step": s})
+    last_saved = s
+
+  def run_eval(s: int):
+    drain()
+    metrics = evaluate(run.eval_step, state, run.data, run.put, run.keys["eval"],
+                       tc.eval_batches)
+    writer.write(s, metrics, split="eval")
+    bar.write(f"step {s} eval: " + ", ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+  stopped_by = None
+  try:
+    with _stop_on_signals(handle_signals) as flag:
+      for step in range(start, tc.num_steps):
+        batch = run.put(next(iterator))
+        state, metrics = run.step(state, batch, run.keys["train"])
+        drain()  # The previous step's metrics; this step runs meanwhile.
+        s = step + 1
+        pending = (s, metrics)
+        bar.update(1)
+        if tc.eval_every and s % tc.eval_every == 0 and s != tc.num_steps:
+          run_eval(s)
+        if tc.sample_every and s % tc.sample_every == 0 and s != tc.num_steps:
+          run.write_images(state, s, writer)
+        preempted = flag["signal"] or (stop_at_step is not None and s >= stop_at_step)
+        if (tc.checkpoint_every and s % tc.checkpoint_every == 0) or preempted:
+          save(s)
+        if preempted:
+          stopped_by = flag["signal"] or f"stop_at_step={stop_at_step}"
+          break
+      drain()
+    end = int(jax.device_get(state.step))
+    if stopped_by is None:
+      if last_saved != end:
+        save(end)
+      run_eval(end)
+      paths = run.write_images(state, end, writer)
+      bar.close()
+      log.info("done at step %d; wrote %s", end, ", ".join(paths))
+    else:
+      bar.close()
+      log.info("stopped by %s at step %d; checkpoint saved, re-run the same command to resume",
+               stopped_by, end)
+  finally:
+    bar.close()
+    ckpt.close()
+    writer.close()
+  return state
+
+
+def load_workdir(workdir: str, overrides=(), step: int | None = None):
+  """Config, data spec, pipeline and restored state of a training run's workdir."""
+  config = config_lib.load_json(os.path.join(workdir, CONFIG_FILE))
+  if overrides:
+    config.unlock()
+    config_lib.apply_overrides(config, overrides)
+    config.lock()
+  spec_path = os.path.join(workdir, SPEC_FILE)
+  with open(spec_path) as f:
+    spec = DataSpec.from_json(f.read())
+  pipeline = build(config, spec)
+  mesh = parallel.make_mesh()
+  repl = parallel.replicated(mesh)
+  example = {"image": jnp.zeros((jax.device_count(),) + spec.shape, jnp.float32),
+             "label": jnp.zeros((jax.device_count(),), jnp.int32)}
+  abstract = jax.eval_shape(pipeline.init, _keys(config.seed)["init"], example)
+  ckpt = Checkpointer(workdir, async_save=False)
+  try:
+    restored = ckpt.restore(abstract_like(abstract, repl), step)
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise CheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first")
+  return config, spec, pipeline, restored[1], restored[0]

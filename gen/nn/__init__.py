@@ -1,0 +1,1 @@
+"""Layers and distributions shared by the families."""

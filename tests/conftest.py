@@ -1,0 +1,42 @@
+"""Shared test setup: CPU only, a persistent compilation cache, data locations, tiny configs."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax-tests"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = os.environ.get("GEN_DATA_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+# Shrinks any VAE config to something that compiles and steps in seconds.
+TINY_VAE = {
+    "model.channels": (8, 16), "model.hidden": 32, "model.latent_dim": 4,
+    "data.batch_size": 8, "data.eval_batch_size": 16, "eval.iwae_k_train": 4,
+    "eval.iwae_k": 8, "train.num_steps": 4, "train.log_every": 1, "train.eval_every": 0,
+    "train.eval_batches": 1, "train.sample_every": 0, "train.num_samples": 4,
+    "train.checkpoint_every": 2, "train.progress": False, "optim.warmup_steps": 1,
+}
+
+
+def config_path(*parts):
+  return os.path.join(ROOT, "configs", *parts)
+
+
+@pytest.fixture
+def shared_data():
+  """The offline datasets folder (../shared/data or $GEN_DATA_DIR); skips when absent."""
+  if not os.path.isfile(os.path.join(SHARED_DATA, "mnist", "train-images-idx3-ubyte.gz")):
+    pytest.skip(f"offline datasets not found at {SHARED_DATA}")
+  return SHARED_DATA
+
+
+def tiny_vae(spec="vae/digits.py", **overrides):
+  from gen.core import config as config_lib
+
+  c = config_lib.load_file(config_path(*spec.split("/")))
+  config_lib.apply_overrides(c, {**TINY_VAE, **overrides})
+  config_lib.validate(c)
+  return c

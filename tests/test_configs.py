@@ -1,0 +1,32 @@
+"""Every config in configs/ trains for a few steps, shrunk, and leaves its pictures."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY_VAE
+
+from gen.core import config as config_lib
+from gen.core import train as train_lib
+
+# Per-family overrides that shrink a config to seconds on a CPU.
+TINY = {"vae": TINY_VAE}
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_config_trains_shrunk(path, tmp_path, request):
+  config = config_lib.load_file(path)
+  assert config.family in TINY, f"add shrinking overrides for family '{config.family}'"
+  overrides = {**TINY[config.family], "train.num_steps": 2, "train.checkpoint_every": 0}
+  if config.data.name in ("mnist", "fashion_mnist"):
+    overrides["data.dir"] = request.getfixturevalue("shared_data")
+  config_lib.apply_overrides(config, overrides)
+  config_lib.validate(config)
+  state = train_lib.train(config, str(tmp_path), handle_signals=False)
+  assert int(state.step) == 2
+  for name in ("samples", "reconstructions", "interpolations", "config", "metrics"):
+    assert glob.glob(str(tmp_path / f"{name}.*")), name
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in
+             __import__("jax").tree.leaves(state.params))
