@@ -114,8 +114,11 @@ def cmd_sample(argv):
   fn = jax.jit(lambda p, rng: pipeline.sample(p, rng, values["num"], **extra))
   t0 = time.time()
   x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
+  ncol = values["ncol"] or None
+  if isinstance(x, tuple):  # A sampler may lay its grid out itself: (images, ncol).
+    x, ncol = x[0], ncol or int(x[1])
   out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}.png")
-  images.save_grid(out, postprocess(x, spec.preprocess), values["ncol"] or None)
+  images.save_grid(out, postprocess(x, spec.preprocess), ncol)
   print(f"wrote {values['num']} samples from step {step} to {out} ({time.time() - t0:.1f}s)")
   return 0
 

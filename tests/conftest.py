@@ -11,14 +11,18 @@ import pytest  # noqa: E402
 
 SHARED_DATA = os.environ.get("GEN_DATA_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data")
 
-# Shrinks any VAE config to something that compiles and steps in seconds.
-TINY_VAE = {
-    "model.channels": (8, 16), "model.hidden": 32, "model.latent_dim": 4,
-    "data.batch_size": 8, "data.eval_batch_size": 16, "eval.iwae_k_train": 4,
-    "eval.iwae_k": 8, "train.num_steps": 4, "train.log_every": 1, "train.eval_every": 0,
-    "train.eval_batches": 1, "train.sample_every": 0, "train.num_samples": 4,
-    "train.checkpoint_every": 2, "train.progress": False, "optim.warmup_steps": 1,
+# Trainer settings that make any config run a few steps in seconds.
+TINY_TRAIN = {
+    "data.batch_size": 8, "data.eval_batch_size": 16, "train.num_steps": 4,
+    "train.log_every": 1, "train.eval_every": 0, "train.eval_batches": 1,
+    "train.sample_every": 0, "train.num_samples": 4, "train.checkpoint_every": 2,
+    "train.progress": False, "optim.warmup_steps": 1,
 }
+# Shrinks any VAE config to something that compiles and steps in seconds.
+TINY_VAE = {"model.channels": (8, 16), "model.hidden": 32, "model.latent_dim": 4,
+            "eval.iwae_k_train": 4, "eval.iwae_k": 8, **TINY_TRAIN}
+TINY_PIXELCNN = {"model.features": 8, "model.num_layers": 1, "model.input_kernel": 3,
+                 **TINY_TRAIN}
 
 
 def config_path(*parts):

@@ -79,21 +79,16 @@ def test_json_round_trip(tmp_path):
   assert back.to_dict() == c.to_dict()
 
 
-def test_cli_bad_key_exits_2_and_writes_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("override, message", [
+    ("--config.optim.learning_rate=1", "unknown config key 'optim.learning_rate'"),
+    ("--config.model.likelihood=gaussian", "needs data.preprocess"),  # Checked by the family.
+])
+def test_cli_config_errors_exit_2_and_write_nothing(tmp_path, capsys, override, message):
   workdir = tmp_path / "run"
   rc = cli.main(["train", f"--config={config_path('vae', 'digits.py')}",
-                 f"--workdir={workdir}", "--config.optim.learning_rate=1"])
+                 f"--workdir={workdir}", override])
   assert rc == 2
-  assert "unknown config key 'optim.learning_rate'" in capsys.readouterr().err
-  assert not workdir.exists()
-
-
-def test_cli_bad_family_value_exits_2_and_writes_nothing(tmp_path, capsys):
-  workdir = tmp_path / "run"
-  rc = cli.main(["train", f"--config={config_path('vae', 'digits.py')}",
-                 f"--workdir={workdir}", "--config.model.likelihood=gaussian"])
-  assert rc == 2
-  assert "needs data.preprocess" in capsys.readouterr().err
+  assert message in capsys.readouterr().err
   assert not workdir.exists()
 
 

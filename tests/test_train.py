@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, config_path, tiny_vae
+from conftest import ROOT, TINY_VAE, config_path, tiny_vae
 
 from gen import cli
 from gen.core import train as train_lib
@@ -48,17 +48,42 @@ def test_resumed_training_is_bitwise_identical_to_straight(tmp_path):
     assert os.path.getsize(os.path.join(workdir, f"{name}.png")) > 100
 
 
+def _train_process(workdir, **overrides):
+  """`gen train` of the tiny digits VAE in a subprocess."""
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "GEN_COMPILATION_CACHE": os.environ["JAX_COMPILATION_CACHE_DIR"]}
+  flags = {**TINY_VAE, **overrides}
+  cmd = [sys.executable, "-m", "gen.cli", "train", f"--config={config_path('vae', 'digits.py')}",
+         f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def test_killed_run_resumes_bitwise_identical(tmp_path):
+  """kill -9 after the first checkpoint (maybe mid-save of the next); re-run; compare."""
+  steps = {"train.num_steps": 600, "train.checkpoint_every": 100, "train.log_every": 50}
+  workdir = tmp_path / "killed"
+  proc = _train_process(workdir, **steps)
+  deadline = time.time() + 180
+  while not (workdir / "checkpoints" / "100").exists():
+    assert proc.poll() is None, proc.communicate()
+    assert time.time() < deadline, "no checkpoint appeared"
+    time.sleep(0.02)
+  proc.kill()
+  proc.communicate()
+  assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+  killed_at = Checkpointer(str(workdir)).latest_step()
+  assert killed_at is not None and killed_at < 600
+  config = tiny_vae(**steps)
+  resumed = train_lib.train(config, str(workdir), handle_signals=False)
+  straight = train_lib.train(config, str(tmp_path / "straight"), handle_signals=False)
+  for x, y in zip(_leaves(straight), _leaves(resumed), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
 def test_sigterm_saves_at_the_step_boundary_and_exits_cleanly(tmp_path):
   workdir = tmp_path / "run"
-  env = {**os.environ, "GEN_COMPILATION_CACHE": str(tmp_path / "cc"), "JAX_PLATFORMS": "cpu"}
-  cmd = [sys.executable, "-m", "gen.cli", "train", f"--config={config_path('vae', 'digits.py')}",
-         f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in {
-             "model.channels": "(8, 16)", "model.hidden": 32, "model.latent_dim": 4,
-             "data.batch_size": 8, "train.num_steps": 1_000_000, "train.log_every": 1,
-             "train.eval_every": 0, "train.sample_every": 0, "train.checkpoint_every": 0,
-             "train.progress": False}.items()]
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  proc = _train_process(workdir, **{"train.num_steps": 1_000_000, "train.checkpoint_every": 0})
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 120
   while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):

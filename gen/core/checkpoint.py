@@ -26,8 +26,11 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    # A save interrupted by a kill leaves a temporary folder, never a half-written step:
+    # clean those up and carry on from the last finished one.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True)
     self._mngr = ocp.CheckpointManager(self.directory, options=options,
                                        item_names=("state", "data"))
 

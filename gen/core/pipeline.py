@@ -8,7 +8,7 @@ compiles them, feeds them data, checkpoints their state and writes their picture
 | `init`           | `(rng, batch) -> state`                            |
 | `train_step`     | `(state, batch, rng) -> (state, metrics)`          |
 | `eval_step`      | `(state, batch, rng) -> {name: float[B]}`          |
-| `sample`         | `(params, rng, num) -> images` (model space)       |
+| `sample`         | `(params, rng, num, **kw) -> images` (model space), or `(images, ncol)` |
 | `final_eval_step`| like `eval_step`, for `gen eval` (e.g. more IWAE samples) |
 | `visualize`      | `(state, batch, rng) -> {name: (images, ncol)}`    |
 | `functions`      | the family's other pure functions, by name         |

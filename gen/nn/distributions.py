@@ -61,3 +61,68 @@ def standard_normal_log_prob(z: jax.Array) -> jax.Array:
 
 def bits_per_dim(nats: jax.Array, num_dims: int) -> jax.Array:
   return nats / (num_dims * math.log(2.0))
+
+
+# ------------------------------------------------- discretized logistic mixture (PixelCNN++)
+
+
+def mixture_num_params(channels: int, num_mix: int) -> int:
+  """Head outputs per pixel: mixture logits, and per component C means, C log-scales and
+  C(C-1)/2 coefficients that make channel c's mean depend linearly on channels < c."""
+  return num_mix * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def _split_mixture(params: jax.Array, channels: int, num_mix: int):
+  """[..., P] -> logits [..., K], means [..., K, C], log_scales [..., K, C], coeffs [..., K, C(C-1)/2]."""
+  k, c = num_mix, channels
+  logits = params[..., :k]
+  rest = params[..., k:].reshape(params.shape[:-1] + (k, -1))
+  means, log_scales = rest[..., :c], jnp.maximum(rest[..., c:2 * c], -7.0)
+  coeffs = jnp.tanh(rest[..., 2 * c:])
+  return logits, means, log_scales, coeffs
+
+
+def _conditional_means(means: jax.Array, coeffs: jax.Array, x: jax.Array) -> jax.Array:
+  """mean_c + sum_{c' < c} coeff_{c, c'} x_{c'}: channel c sees only earlier channels of x.
+
+  means [..., K, C], coeffs [..., K, C(C-1)/2], x [..., C] (broadcast over K).
+  """
+  c = means.shape[-1]
+  out, i = [means[..., 0]], 0
+  for ch in range(1, c):
+    m = means[..., ch]
+    for prev in range(ch):
+      m = m + coeffs[..., i] * x[..., None, prev]
+      i += 1
+    out.append(m)
+  return jnp.stack(out, -1)
+
+
+def mixture_log_prob(params: jax.Array, x: jax.Array, num_mix: int, num_bins: int = 256) -> jax.Array:
+  """log P(x) per pixel ([..., C] -> [...]) under a discretized logistic mixture."""
+  c = x.shape[-1]
+  logits, means, log_scales, coeffs = _split_mixture(params, c, num_mix)
+  means = _conditional_means(means, coeffs, x)
+  lp = discretized_logistic_log_prob(x[..., None, :], means, log_scales, num_bins).sum(-1)
+  return jax.nn.logsumexp(lp + jax.nn.log_softmax(logits, -1), -1)
+
+
+def mixture_sample(rng: jax.Array, params: jax.Array, channels: int, num_mix: int,
+                   num_bins: int = 256) -> jax.Array:
+  """Samples a pixel ([..., P] -> [..., C] at bin centres), channel by channel."""
+  logits, means, log_scales, coeffs = _split_mixture(params, channels, num_mix)
+  k_rng, x_rng = jax.random.split(rng)
+  comp = jax.random.categorical(k_rng, logits)  # [...]
+  pick = lambda a: jnp.take_along_axis(a, comp[..., None, None], axis=-2)[..., 0, :]
+  means, log_scales, coeffs = pick(means), pick(log_scales), pick(coeffs)
+  u = jax.random.uniform(x_rng, means.shape, minval=1e-5, maxval=1.0 - 1e-5)
+  noise = jnp.log(u) - jnp.log1p(-u)  # Standard logistic.
+  xs, i = [], 0
+  for ch in range(channels):
+    m = means[..., ch]
+    for prev in range(ch):
+      m = m + coeffs[..., i] * xs[prev]
+      i += 1
+    v = jnp.clip(m + jnp.exp(log_scales[..., ch]) * noise[..., ch], -1.0, 1.0)
+    xs.append(jnp.round((v + 1.0) * (num_bins - 1) / 2.0) * 2.0 / (num_bins - 1) - 1.0)
+  return jnp.stack(xs, -1)
