@@ -3,8 +3,12 @@
 Run:       gen train --config=configs/pixelcnn/binarized_mnist.py --workdir=runs/pixelcnn-mnist --config.data.dir=DIR
            gen eval --workdir=runs/pixelcnn-mnist
 Hardware:  2-core CPU (no accelerator).
-Wall time: MEASURED
-Result:    MEASURED
+Wall time: 31 min 55 s for 3000 steps of 16 images (0.8 epoch), compilation included, the
+           2 cores shared with other jobs throughout. `gen eval`: 88 s.
+Result:    exact test NLL 91.38 nats (0.168 bits/dim), all 10,000 test images, EMA params.
+           A small net (66k params: 24 features, 5 gated layers) after under one epoch:
+           half-image completions are plausible; unconditional samples mix recognisable
+           digits with digit-like strokes. 10 nats short of the anchor below.
 Reference: PixelCNN 81.30 nats on binarized MNIST (van den Oord et al. 2016, "Pixel
            Recurrent Neural Networks", Table 4; the static binarization of Larochelle &
            Murray). Here the test set is binarized once with a fixed seed (dynamic

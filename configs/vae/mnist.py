@@ -4,10 +4,14 @@ Run:       gen train --config=configs/vae/mnist.py --workdir=runs/vae-mnist --co
            gen eval --workdir=runs/vae-mnist
            (DIR holds the four MNIST IDX .gz files, or set GEN_DATA_DIR.)
 Hardware:  2-core CPU (no accelerator).
-Wall time: MEASURED_TIME
-Result:    MEASURED_RESULT
+Wall time: 23 min 20 s for 60,000 steps (128 epochs), compilation and evals included, with
+           the 2 cores shared with other jobs for most of it (alone it ran at ~75 steps/s).
+           `gen eval` (k=5000 on all 10,000 test images): 41 min, also shared.
+Result:    IWAE NLL 89.16 nats (0.164 bits/dim), k=5000, all 10,000 test images, EMA
+           params; negative ELBO 93.33 nats. Samples are clean, varied digits.
 Reference: VAE / IWAE test NLL on dynamically binarized MNIST, k=5000: 86.76 / 84.78 nats
-           (Burda et al. 2016, Table 1, one stochastic layer; MLP encoder/decoder).
+           (Burda et al. 2016, Table 1, one stochastic layer, this architecture), after
+           3,280 epochs; this config is 2.4 nats behind their VAE after 128 epochs.
 """
 
 from gen.core.config import ConfigDict, base_config

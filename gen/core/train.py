@@ -238,12 +238,12 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
             f"The last good checkpoint is step {last_saved} in {ckpt.directory}.")
       sums[k] = sums.get(k, 0.0) + float(np.mean(v))
     n_summed += 1
-    if s % tc.log_every == 0 or s == tc.num_steps:
+    if (tc.log_every and s % tc.log_every == 0) or s == tc.num_steps:
       now = time.time()
       means = {k: v / n_summed for k, v in sums.items()}
       means["steps_per_sec"] = n_summed / max(now - t_log, 1e-9)
       writer.write(s, means)
-      bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", refresh=False)
+      bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if _is_loss(k)}, refresh=False)
       sums, n_summed, t_log = {}, 0, now
 
   def save(s: int):
