@@ -31,13 +31,13 @@ def test_shapes_and_dtypes():
   for k in ("loss", "nelbo", "kl", "bpd", "grad_norm"):
     chex.assert_shape(metrics[k], ())
     assert np.isfinite(metrics[k]), k
-  ev = pipe.eval_step(state, batch, jax.random.key(2))
+  ev = jax.jit(pipe.eval_step)(state, batch, jax.random.key(2))
   for k in ("nelbo", "kl", "nelbo_bpd", "iwae_nll", "iwae_bpd"):
     chex.assert_shape(ev[k], (batch["image"].shape[0],))
-  x = pipe.sample(state.params, jax.random.key(3), 5)
+  x = jax.jit(pipe.sample, static_argnums=2)(state.params, jax.random.key(3), 5)
   chex.assert_shape(x, (5, 8, 8, 1))
   assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0  # Bernoulli means.
-  pics = pipe.visualize(state, batch, jax.random.key(4))
+  pics = jax.jit(pipe.visualize)(state, batch, jax.random.key(4))
   assert pics["reconstructions"][0].shape == (16, 8, 8, 1)
   assert pics["interpolations"][0].shape == (8 * 12, 8, 8, 1)
 
@@ -46,9 +46,10 @@ def test_iwae_bound_does_not_depend_on_chunking():
   _, pipe, state, batch = _setup()
   iwae = pipe.functions["iwae_nll"]
   x, b = batch["image"], batch["image"].shape[0]
-  whole = iwae(state.params, x, jax.random.key(5), 6, max_batch=6 * b)
-  ones = iwae(state.params, x, jax.random.key(5), 6, max_batch=b)
-  uneven = iwae(state.params, x, jax.random.key(5), 6, max_batch=4 * b)  # 4 + 2 (masked 2).
+  iwae = jax.jit(iwae, static_argnums=(3, 4))
+  whole = iwae(state.params, x, jax.random.key(5), 6, 6 * b)
+  ones = iwae(state.params, x, jax.random.key(5), 6, b)
+  uneven = iwae(state.params, x, jax.random.key(5), 6, 4 * b)  # 4 + 2 (masked 2).
   np.testing.assert_allclose(whole, ones, rtol=1e-5)
   np.testing.assert_allclose(whole, uneven, rtol=1e-5)
 
@@ -61,7 +62,7 @@ def test_elbo_is_below_the_iwae_bound_and_iwae_tightens_with_k():
     state, _ = step(state, batch, jax.random.key(10 + i))
   x, params = batch["image"], state.params
   iwae = jax.jit(pipe.functions["iwae_nll"], static_argnums=3)
-  recon, kl = jax.vmap(lambda r: pipe.functions["elbo_terms"](params, x, r))(
+  recon, kl = jax.jit(jax.vmap(lambda r: pipe.functions["elbo_terms"](params, x, r)))(
       jax.random.split(jax.random.key(6), 256))
   nelbo = float(jnp.mean(kl - recon))  # Averaged over 256 posterior draws: E[-ELBO].
   nll = {k: float(jnp.mean(iwae(params, x, jax.random.key(7), k))) for k in (1, 16, 256)}
@@ -76,10 +77,10 @@ def test_8bit_likelihoods_train(likelihood, preprocess):
                                          "data.preprocess": preprocess})
   state, metrics = jax.jit(pipe.train_step)(state, batch, jax.random.key(1))
   assert np.isfinite(metrics["loss"])
-  ev = pipe.eval_step(state, batch, jax.random.key(2))
+  ev = jax.jit(pipe.eval_step)(state, batch, jax.random.key(2))
   # Bits/dim of 8-bit data under a near-untrained model: positive, below ~16.
   assert 0.0 < float(jnp.mean(ev["nelbo_bpd"])) < 16.0
-  x = pipe.sample(state.params, jax.random.key(3), 3)
+  x = jax.jit(pipe.sample, static_argnums=2)(state.params, jax.random.key(3), 3)
   assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0
 
 
