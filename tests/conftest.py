@@ -23,6 +23,8 @@ TINY_VAE = {"model.channels": (8, 16), "model.hidden": 32, "model.latent_dim": 4
             "eval.iwae_k_train": 4, "eval.iwae_k": 8, **TINY_TRAIN}
 TINY_PIXELCNN = {"model.features": 8, "model.num_layers": 1, "model.input_kernel": 3,
                  **TINY_TRAIN}
+TINY_GAN = {"model.latent_dim": 8, "model.g_channels": (16, 8), "model.d_channels": (16,),
+            "model.d_convs_per_stage": 1, "gan.standing_stats": 16, **TINY_TRAIN}
 
 
 def config_path(*parts):
