@@ -1,0 +1,61 @@
+"""DCGAN on MNIST (28x28): non-saturating loss + R1, EMA generator.
+
+Run:       gen train --config=configs/gan/mnist.py --workdir=runs/gan-mnist --config.data.dir=DIR
+           gen sample --workdir=runs/gan-mnist --interpolate --out=interp.png
+           (DIR holds the four MNIST IDX .gz files, or set GEN_DATA_DIR.)
+Hardware:  2-core CPU (no accelerator).
+Wall time: 12 min 21 s for 3000 steps (about 4.4 steps/s), compilation and evals included.
+Result:    step 3000, last 100 steps: loss_d 0.911, loss_g 1.348, D accuracy 0.78 on real and
+           0.82 on fake batches, r1 1.5, grad norms D 4.3 / G 1.8. Test split (1000 images) vs
+           as many EMA samples: D accuracy 0.55 real / 0.95 fake. About three samples in four
+           are recognisable digits, all ten classes among them; the rest are broken strokes or
+           blobs. No collapse; interpolations morph smoothly (1 into 4, 8 into 0, 7 into 9).
+           Outside check (a scikit-learn MLP classifier, 98.0% on the real test split, not
+           part of gen): confident (p > 0.9) on 74.2% of 2000 samples (real test images:
+           96.9%), each class predicted for 4.5-15.4% of them.
+"""
+
+from gen.core.config import ConfigDict, base_config
+
+
+def get_config():
+  c = base_config()
+  c.family = "gan"
+  c.data.name = "mnist"
+  c.data.preprocess = "scale"  # [-1, 1], the range of the generator's tanh.
+  c.data.batch_size = 64
+  c.data.eval_batch_size = 500
+
+  c.model = ConfigDict()
+  c.model.latent_dim = 64
+  c.model.g_channels = (128, 64)  # 7x7 -> 14x14 -> 28x28.
+  c.model.g_out_conv = False  # Last layer: a 4x4/2 transposed conv (DCGAN).
+  c.model.d_channels = (32, 64, 128)  # 28x28 -> 14x14 -> 7x7 -> 4x4.
+  c.model.d_convs_per_stage = 1  # 2 adds a 3x3 conv before each strided one.
+  c.model.spectral_norm = False
+  c.model.conditional = False  # Conditional batch norm in G, projection D.
+
+  c.gan = ConfigDict()
+  c.gan.loss = "nonsaturating"  # nonsaturating | hinge
+  c.gan.d_lr = 5e-4  # D's learning rate; G's is optim.lr.
+  c.gan.r1_gamma = 0.1  # R1 weight; 0 turns the penalty off.
+  c.gan.r1_every = 1  # Lazy R1 every k steps (scaled by k); on CPU 1 is fastest.
+  c.gan.augment = ""  # DiffAugment policy, e.g. "color,translation,cutout".
+  c.gan.standing_stats = 512  # Latents for G's batch-norm statistics when sampling.
+
+  c.optim.name = "adam"
+  c.optim.lr = 5e-4
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.99
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"
+  c.optim.grad_clip = 0.0
+  c.optim.ema_decay = 0.999
+
+  c.train.num_steps = 3000
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.eval_batches = 2  # 1000 test images per eval.
+  c.train.sample_every = 500
+  c.train.checkpoint_every = 500
+  return c

@@ -1,0 +1,63 @@
+"""Class-conditional DCGAN on MNIST: conditional batch norm in G, projection discriminator.
+
+Run:       gen train --config=configs/gan/mnist_cond.py --workdir=runs/gan-mnist-cond \\
+             --config.data.dir=DIR
+           gen sample --workdir=runs/gan-mnist-cond --label=3 --out=threes.png
+           (DIR holds the four MNIST IDX .gz files, or set GEN_DATA_DIR.)
+Hardware:  2-core CPU (no accelerator).
+Wall time: 22 min 9 s for 3000 steps, compilation and evals included, with the CPU shared
+           by two other training jobs (an upper bound; mnist.py, the same networks
+           unconditioned, runs at about 4.4 steps/s, some 12 minutes).
+Result:    step 3000, last 100 steps: loss_d 0.708, loss_g 1.814, D accuracy 0.84 on real
+           and 0.86 on fake batches, r1 2.0, grad norms D 4.2 / G 3.8. Test split (1000
+           images) vs as many EMA samples: D accuracy 0.92 real / 0.84 fake. Samples follow
+           their labels: `--label=3` gives sixteen 3s. Outside check (a scikit-learn MLP
+           classifier, 98.0% on the real test split, not part of gen), 200 EMA samples per
+           class: it names the requested class for 90.6% of them (84.5% for 8 to 97.5% for
+           6) and is confident (p > 0.9) on 89.8% (unconditional mnist.py: 74.2%).
+"""
+
+from gen.core.config import ConfigDict, base_config
+
+
+def get_config():
+  c = base_config()
+  c.family = "gan"
+  c.data.name = "mnist"
+  c.data.preprocess = "scale"  # [-1, 1], the range of the generator's tanh.
+  c.data.batch_size = 64
+  c.data.eval_batch_size = 500
+
+  c.model = ConfigDict()
+  c.model.latent_dim = 64
+  c.model.g_channels = (128, 64)  # 7x7 -> 14x14 -> 28x28.
+  c.model.g_out_conv = False  # Last layer: a 4x4/2 transposed conv (DCGAN).
+  c.model.d_channels = (32, 64, 128)  # 28x28 -> 14x14 -> 7x7 -> 4x4.
+  c.model.d_convs_per_stage = 1  # 2 adds a 3x3 conv before each strided one.
+  c.model.spectral_norm = False
+  c.model.conditional = True  # Conditional batch norm in G, projection D.
+
+  c.gan = ConfigDict()
+  c.gan.loss = "nonsaturating"  # nonsaturating | hinge
+  c.gan.d_lr = 5e-4  # D's learning rate; G's is optim.lr.
+  c.gan.r1_gamma = 0.1  # R1 weight; 0 turns the penalty off.
+  c.gan.r1_every = 1  # Lazy R1 every k steps (scaled by k); on CPU 1 is fastest.
+  c.gan.augment = ""  # DiffAugment policy, e.g. "color,translation,cutout".
+  c.gan.standing_stats = 512  # Latents for G's batch-norm statistics when sampling.
+
+  c.optim.name = "adam"
+  c.optim.lr = 5e-4
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.99
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"
+  c.optim.grad_clip = 0.0
+  c.optim.ema_decay = 0.999
+
+  c.train.num_steps = 3000
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.eval_batches = 2  # 1000 test images per eval.
+  c.train.sample_every = 500
+  c.train.checkpoint_every = 500
+  return c
