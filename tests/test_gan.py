@@ -251,7 +251,8 @@ def test_config_errors():
     make(tiny_gan(), DataSpec((8, 8, 1), 10, "binarize"))
   with pytest.raises(ConfigError, match="model.conditional=True needs a labelled dataset"):
     make(tiny_gan(**{"model.conditional": True}), DataSpec((8, 8, 1), 0, "scale"))
-  with pytest.raises(ConfigError, match="must be divisible by 2\\*\\*4 = 16: the generator upsamples"):
+  with pytest.raises(ConfigError,
+                     match="must be divisible by 2\\*\\*4 = 16: the generator upsamples"):
     make(tiny_gan(**{"model.g_channels": (32, 16, 8, 4, 2)}), spec)
   with pytest.raises(ConfigError, match="gan.augment: unknown augmentation"):
     make(tiny_gan(**{"gan.augment": "color,flip"}), spec)

@@ -27,7 +27,8 @@ def _random_params(model, x, labels=None, seed=0):
   params = model.init(jax.random.key(seed), x, labels)["params"]
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  return jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
+  return jax.tree.unflatten(tree,
+                            [0.5 * jax.random.normal(k, l.shape) for k, l in zip(keys, leaves)])
 
 
 @pytest.mark.parametrize("num_layers", [0, 1, 3])
@@ -121,7 +122,8 @@ def test_fast_sampler_matches_naive_exactly(head, shape, conditional):
   config = _config(**{"model.head": head, "data.preprocess": pre, "model.conditional": conditional})
   pipe = make(config, DataSpec(shape, 4, pre))
   x0 = jnp.zeros((1,) + shape)
-  params = _random_params(pipe.functions["model"], x0, jnp.zeros(1, jnp.int32) if conditional else None)
+  params = _random_params(pipe.functions["model"], x0,
+                          jnp.zeros(1, jnp.int32) if conditional else None)
   fast = jax.jit(lambda p, r: pipe.sample(p, r, 6, sampler="fast"))(params, jax.random.key(3))
   naive = jax.jit(lambda p, r: pipe.sample(p, r, 6, sampler="naive"))(params, jax.random.key(3))
   assert fast.shape == (6,) + shape
@@ -129,10 +131,11 @@ def test_fast_sampler_matches_naive_exactly(head, shape, conditional):
   assert len(np.unique(np.asarray(fast))) > 1  # Not a constant image.
   # Completing the bottom half leaves the given top half alone and agrees too.
   top = fast.at[:, 2:].set(0.0)
-  a = jax.jit(pipe.functions["sample_fast"], static_argnums=4)(params, jax.random.key(4), top, None if not conditional else
-                                    jnp.zeros(6, jnp.int32), 2)
-  b = jax.jit(pipe.functions["sample_naive"], static_argnums=4)(params, jax.random.key(4), top, None if not conditional else
-                                     jnp.zeros(6, jnp.int32), 2)
+  labels = jnp.zeros(6, jnp.int32) if conditional else None
+  a = jax.jit(pipe.functions["sample_fast"], static_argnums=4)(
+      params, jax.random.key(4), top, labels, 2)
+  b = jax.jit(pipe.functions["sample_naive"], static_argnums=4)(
+      params, jax.random.key(4), top, labels, 2)
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(a[:, :2], fast[:, :2])
 

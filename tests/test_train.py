@@ -86,7 +86,8 @@ def test_sigterm_saves_at_the_step_boundary_and_exits_cleanly(tmp_path):
   proc = _train_process(workdir, **{"train.num_steps": 1_000_000, "train.checkpoint_every": 0})
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 120
-  while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+  while time.time() < deadline and (
+      not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
     assert proc.poll() is None, proc.communicate()
     time.sleep(0.2)
   proc.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 """Gated PixelCNN on dynamically binarized MNIST, with the exact NLL in nats.
 
-Run:       gen train --config=configs/pixelcnn/binarized_mnist.py --workdir=runs/pixelcnn-mnist --config.data.dir=DIR
+Run:       gen train --config=configs/pixelcnn/binarized_mnist.py --workdir=runs/pixelcnn-mnist \\
+             --config.data.dir=DIR
            gen eval --workdir=runs/pixelcnn-mnist
 Hardware:  2-core CPU (no accelerator).
 Wall time: 31 min 55 s for 3000 steps of 16 images (0.8 epoch), compilation included, the

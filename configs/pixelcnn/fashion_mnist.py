@@ -1,6 +1,7 @@
 """Gated PixelCNN with a discretized logistic mixture head on 8-bit Fashion-MNIST (bits/dim).
 
-Run:       gen train --config=configs/pixelcnn/fashion_mnist.py --workdir=runs/pixelcnn-fashion --config.data.dir=DIR
+Run:       gen train --config=configs/pixelcnn/fashion_mnist.py --workdir=runs/pixelcnn-fashion \\
+             --config.data.dir=DIR
            gen eval --workdir=runs/pixelcnn-fashion
 Hardware:  2-core CPU (no accelerator).
 Wall time: 10 min 48 s for 1500 steps of 16 images (0.4 epoch), compilation included, the

@@ -207,7 +207,8 @@ def validate(config: ConfigDict) -> None:
   try:
     importlib.import_module(f"gen.{config.family}")
   except ModuleNotFoundError as e:
-    raise ConfigError(f"config.family='{config.family}': no module gen.{config.family} ({e})") from e
+    raise ConfigError(
+        f"config.family='{config.family}': no module gen.{config.family} ({e})") from e
   if config.data.batch_size <= 0:
     raise ConfigError(f"data.batch_size must be positive, got {config.data.batch_size}")
   if config.train.num_steps < 0:

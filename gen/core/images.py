@@ -29,7 +29,8 @@ def grid(images, ncol: int | None = None, pad: int = 1, min_cell: int = 32) -> n
   out = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, 3), 0.5, np.float32)
   for i in range(n):
     r, col = divmod(i, ncol)
-    out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = x[i]
+    top, left = pad + r * (h + pad), pad + col * (w + pad)
+    out[top:top + h, left:left + w] = x[i]
   return (out * 255 + 0.5).astype(np.uint8)
 
 

@@ -73,7 +73,8 @@ def mixture_num_params(channels: int, num_mix: int) -> int:
 
 
 def _split_mixture(params: jax.Array, channels: int, num_mix: int):
-  """[..., P] -> logits [..., K], means [..., K, C], log_scales [..., K, C], coeffs [..., K, C(C-1)/2]."""
+  """[..., P] -> logits [..., K], means [..., K, C], log_scales [..., K, C],
+  coeffs [..., K, C(C-1)/2]."""
   k, c = num_mix, channels
   logits = params[..., :k]
   rest = params[..., k:].reshape(params.shape[:-1] + (k, -1))
@@ -98,7 +99,8 @@ def _conditional_means(means: jax.Array, coeffs: jax.Array, x: jax.Array) -> jax
   return jnp.stack(out, -1)
 
 
-def mixture_log_prob(params: jax.Array, x: jax.Array, num_mix: int, num_bins: int = 256) -> jax.Array:
+def mixture_log_prob(params: jax.Array, x: jax.Array, num_mix: int,
+                     num_bins: int = 256) -> jax.Array:
   """log P(x) per pixel ([..., C] -> [...]) under a discretized logistic mixture."""
   c = x.shape[-1]
   logits, means, log_scales, coeffs = _split_mixture(params, c, num_mix)

@@ -97,7 +97,8 @@ class MLPDecoder(nn.Module):
 
 
 class VAE(nn.Module):
-  """`arch="conv"`: strided-conv encoder, mirrored decoder; `arch="mlp"`: `mlp_depth` tanh layers."""
+  """`arch="conv"`: strided-conv encoder, mirrored decoder; `arch="mlp"`: `mlp_depth` tanh
+  layers."""
 
   shape: tuple[int, int, int]
   channels: Sequence[int]
