@@ -2,10 +2,15 @@
 
   gen train --config=FILE[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
   gen sample --workdir=DIR [--num=64] [--out=FILE.png] [--seed=0] [--step=N] [--KEY=VALUE ...]
+  gen sample --workdir=DIR [--prompt=TEXT | --prompt_file=FILE] [--num=N] [--out=FILE.txt] ...
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
 
 Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know are passed
-to the family's sampler as keyword arguments (e.g. `--steps=50` for a diffusion model).
+to the family's sampler as keyword arguments (e.g. `--steps=50` for a diffusion model,
+`--max_new_tokens=500 --temperature=0.8 --top_k=200` for a language model). For token
+models, `--prompt` is encoded with the run's tokenizer (`--prompt_file`: one prompt per
+line, a batch of different lengths); `--num` samples are drawn per prompt (default 1, or
+4 unconditional samples from the start token when there is no prompt).
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """
@@ -93,7 +98,7 @@ def cmd_train(argv):
 
 def cmd_sample(argv):
   values, _, extra = _parse(
-      argv, {"workdir": "", "num": 64, "out": "", "seed": 0, "step": -1, "ncol": 0},
+      argv, {"workdir": "", "num": 0, "out": "", "seed": 0, "step": -1, "ncol": 0},
       allow_extra=True)
   _require(values, "workdir")
   _setup_jax()
@@ -104,14 +109,13 @@ def cmd_sample(argv):
 
   config, spec, pipeline, state, step = train.load_workdir(
       values["workdir"], step=None if values["step"] < 0 else values["step"])
-  params = set(inspect.signature(pipeline.sample).parameters)
-  unknown = sorted(set(extra) - params)
-  if unknown:
-    known = sorted(params - {"params", "rng", "num"})
-    raise UsageError(f"the {config.family} sampler takes no argument(s) "
-                     f"{', '.join('--' + u for u in unknown)}"
-                     f" (it takes: {', '.join('--' + k for k in known) or 'none'})")
-  fn = jax.jit(lambda p, rng: pipeline.sample(p, rng, values["num"], **extra))
+  if spec.kind == "tokens":
+    return _sample_tokens(values, extra, spec, pipeline, state, step)
+  if "prompt" in extra or "prompt_file" in extra:
+    raise UsageError(f"--prompt is for token models; this workdir holds a {config.family} "
+                     "model of images")
+  _check_sampler_args(pipeline, extra, config.family)
+  fn = jax.jit(lambda p, rng: pipeline.sample(p, rng, values["num"] or 64, **extra))
   t0 = time.time()
   x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
   ncol = values["ncol"] or None
@@ -119,7 +123,70 @@ def cmd_sample(argv):
     x, ncol = x[0], ncol or int(x[1])
   out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}.png")
   images.save_grid(out, postprocess(x, spec.preprocess), ncol)
-  print(f"wrote {values['num']} samples from step {step} to {out} ({time.time() - t0:.1f}s)")
+  print(f"wrote {len(x)} samples from step {step} to {out} ({time.time() - t0:.1f}s)")
+  return 0
+
+
+def _check_sampler_args(pipeline, extra, family):
+  params = set(inspect.signature(pipeline.sample).parameters)
+  unknown = sorted(set(extra) - params)
+  if unknown:
+    known = sorted(params - {"params", "rng", "num", "prompt", "prompt_lens"})
+    raise UsageError(f"the {family} sampler takes no argument(s) "
+                     f"{', '.join('--' + u for u in unknown)}"
+                     f" (it takes: {', '.join('--' + k for k in known) or 'none'})")
+
+
+def _sample_tokens(values, extra, spec, pipeline, state, step):
+  """Encodes the prompts, decodes in one compiled loop, writes text (or MIDI/WAV + roll)."""
+  import jax
+
+  from gen.core import train
+  from gen.core.data import tokenizers as tok_lib
+
+  tokenizer = tok_lib.load(values["workdir"])
+  if tokenizer is None:
+    raise UsageError(f"no {tok_lib.TOKENIZER_FILE} in {values['workdir']}")
+  prompt, prompt_file = extra.pop("prompt", None), extra.pop("prompt_file", None)
+  _check_sampler_args(pipeline, extra, "lm")
+  if prompt is not None and prompt_file is not None:
+    raise UsageError("give --prompt or --prompt_file, not both")
+  if prompt_file is not None:
+    with open(str(prompt_file)) as f:
+      texts = [line.rstrip("\n") for line in f if line.strip()]
+    if not texts:
+      raise UsageError(f"--prompt_file={prompt_file} has no prompts")
+  else:
+    texts = [] if prompt is None else [str(prompt)]
+  num = values["num"] or (1 if texts else 4)
+  try:
+    rows = [tokenizer.encode(t) for t in texts] or [list(tokenizer.start_ids)]
+  except tok_lib.TokenizerError as e:
+    raise UsageError(f"cannot encode the prompt: {e}") from None
+  if any(not r for r in rows):
+    if not tokenizer.start_ids:
+      raise UsageError(f"empty prompt: the {tokenizer.name} tokenizer has no start token to "
+                       "begin from; give at least one token of text")
+    rows = [r or list(tokenizer.start_ids) for r in rows]
+  prompt_ids, lens = tok_lib.pad_prompts([r for r in rows for _ in range(num)])
+  fn = jax.jit(lambda p, rng, x, n: pipeline.sample(p, rng, x.shape[0], x, n, **extra))
+  t0 = time.time()
+  try:
+    out_tokens = fn(pipeline.sample_params(state), jax.random.key(values["seed"]), prompt_ids,
+                    lens)
+  except ValueError as e:  # Prompt longer than the context, bad sampler values.
+    raise UsageError(str(e)) from None
+  samples = train.token_rows(out_tokens)
+  seconds = time.time() - t0
+  new = sum(len(s) for s in samples) - int(lens.sum())
+  out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}.txt")
+  paths = tokenizer.write_samples(samples, out)
+  if tokenizer.name != "chorale":
+    for i, s in enumerate(samples):
+      print(f"---------- sample {i} ----------\n{tokenizer.decode(s)}")
+  print(f"wrote {len(samples)} samples ({new} new tokens) from step {step} to "
+        f"{', '.join(paths[:4])}{' ...' if len(paths) > 4 else ''} ({seconds:.1f}s)",
+        file=sys.stderr)
   return 0
 
 
@@ -135,7 +202,7 @@ def cmd_eval(argv):
 
   config, spec, pipeline, state, step = train.load_workdir(
       values["workdir"], overrides, step=None if values["step"] < 0 else values["step"])
-  data = Data(config)
+  data = Data(config, workdir=values["workdir"])
   mesh = parallel.make_mesh()
   bsh = parallel.batch_sharding(mesh)
   eval_fn = jax.jit(pipeline.final_eval_step or pipeline.eval_step)
@@ -143,6 +210,7 @@ def cmd_eval(argv):
   metrics = train.evaluate(eval_fn, state, data, lambda b: parallel.put_batch(b, bsh),
                            jax.random.key(config.seed + 1), values["num_batches"], bar=True,
                            batch_size=values["batch_size"] or None)
+  metrics.update(data.derived_metrics(metrics))
   result = {"step": step, "family": config.family, "data": config.data.name,
             "split": config.data.eval_split, **metrics, "seconds": round(time.time() - t0, 1)}
   out = values["out"] or os.path.join(values["workdir"], "eval.json")

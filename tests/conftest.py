@@ -9,7 +9,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import pytest  # noqa: E402
 
-SHARED_DATA = os.environ.get("GEN_DATA_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data")
+SHARED_DATA = (os.environ.get("GEN_DATA_DIR")
+               or os.path.join(os.path.dirname(ROOT), "shared", "data"))
 
 # Trainer settings that make any config run a few steps in seconds.
 TINY_TRAIN = {
@@ -23,8 +24,15 @@ TINY_VAE = {"model.channels": (8, 16), "model.hidden": 32, "model.latent_dim": 4
             "eval.iwae_k_train": 4, "eval.iwae_k": 8, **TINY_TRAIN}
 TINY_PIXELCNN = {"model.features": 8, "model.num_layers": 1, "model.input_kernel": 3,
                  **TINY_TRAIN}
+TINY_LM = {"model.num_layers": 2, "model.num_heads": 2, "model.width": 16, "data.seq_len": 8,
+           "sample.max_new_tokens": 8, **TINY_TRAIN}
 TINY_GAN = {"model.latent_dim": 8, "model.g_channels": (16, 8), "model.d_channels": (16,),
             "model.d_convs_per_stage": 1, "gan.standing_stats": 16, **TINY_TRAIN}
+TINY_DIFFUSION = {"model.unet.channels": 8, "model.unet.channel_mult": (1,),
+                  "model.unet.num_res_blocks": 1, "model.unet.attn_resolutions": (),
+                  "model.unet.heads": 2, "model.unet.groups": 4, "model.dit.dim": 16,
+                  "model.dit.depth": 1, "model.dit.heads": 2, "diffusion.sample_steps": 2,
+                  **TINY_TRAIN}
 
 
 def config_path(*parts):

@@ -8,15 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_GAN, TINY_PIXELCNN, TINY_VAE
+from conftest import ROOT, TINY_DIFFUSION, TINY_GAN, TINY_LM, TINY_PIXELCNN, TINY_VAE
 
 from gen.core import config as config_lib
 from gen.core import train as train_lib
 
 # Per-family overrides that shrink a config to seconds on a CPU, and the pictures it leaves.
-TINY = {"vae": TINY_VAE, "pixelcnn": TINY_PIXELCNN, "gan": TINY_GAN}
+TINY = {"vae": TINY_VAE, "pixelcnn": TINY_PIXELCNN, "gan": TINY_GAN, "lm": TINY_LM,
+        "diffusion": TINY_DIFFUSION}
 PICTURES = {"vae": ("samples", "reconstructions", "interpolations"),
-            "pixelcnn": ("samples", "completions"), "gan": ("samples", "interpolations")}
+            "pixelcnn": ("samples", "completions"), "gan": ("samples", "interpolations"),
+            "diffusion": ("samples",)}
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py")))
 
 
@@ -25,7 +27,8 @@ def test_config_trains_shrunk(path, tmp_path, request):
   config = config_lib.load_file(path)
   assert config.family in TINY, f"add shrinking overrides for family '{config.family}'"
   overrides = {**TINY[config.family], "train.num_steps": 2, "train.checkpoint_every": 0}
-  if config.data.name in ("mnist", "fashion_mnist"):
+  if config.data.name in ("mnist", "fashion_mnist", "jsb_chorales") or (
+      config.data.name.startswith("text:") and not os.path.isabs(config.data.name[5:])):
     overrides["data.dir"] = request.getfixturevalue("shared_data")
   config_lib.apply_overrides(config, overrides)
   config_lib.validate(config)

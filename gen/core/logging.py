@@ -29,7 +29,8 @@ def _scalar(v):
 
 
 class MetricWriter:
-  """Appends `{"step": s, "split": ..., **metrics}` lines to `metrics.jsonl`; mirrors to TensorBoard."""
+  """Appends `{"step": s, "split": ..., **metrics}` lines to `metrics.jsonl`; mirrors them to
+  TensorBoard."""
 
   def __init__(self, workdir: str, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
@@ -57,6 +58,10 @@ class MetricWriter:
   def image(self, step: int, name: str, picture: np.ndarray) -> None:
     if self.enabled and self._tb is not None:
       self._tb.add_image(name, picture, step, dataformats="HWC")
+
+  def text(self, step: int, name: str, text: str) -> None:
+    if self.enabled and self._tb is not None:
+      self._tb.add_text(name, text, step)
 
   def close(self) -> None:
     if self.enabled:

@@ -8,13 +8,16 @@ compiles them, feeds them data, checkpoints their state and writes their picture
 | `init`           | `(rng, batch) -> state`                            |
 | `train_step`     | `(state, batch, rng) -> (state, metrics)`          |
 | `eval_step`      | `(state, batch, rng) -> {name: float[B]}`          |
-| `sample`         | `(params, rng, num, **kw) -> images` (model space), or `(images, ncol)` |
+| `sample`         | `(params, rng, num, **kw) -> images` (model space) or `(images, ncol)` |
+| `sample` (tokens)| `(params, rng, num, prompt, prompt_lens, **kw) -> int32[num, L]` |
 | `final_eval_step`| like `eval_step`, for `gen eval` (e.g. more IWAE samples) |
 | `visualize`      | `(state, batch, rng) -> {name: (images, ncol)}`    |
 | `functions`      | the family's other pure functions, by name         |
 
 `eval_step` returns per-example values; the core averages them over the eval split
-with the padding `mask`. Images are in the model's data space (see `DataSpec`).
+with the padding `mask`. Images are in the model's data space (see `DataSpec`). Token
+samples hold the prompt followed by the generated tokens, -1 after an end token; the
+core decodes them with the run's tokenizer (text, or MIDI/WAV for music).
 """
 
 from __future__ import annotations
@@ -32,11 +35,27 @@ from flax import struct
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-  """What a family needs to know about the data, without loading it."""
+  """What a family needs to know about the data, without loading it.
 
-  shape: tuple[int, int, int]  # (H, W, C)
+  Images: `shape` is (H, W, C) and batches are `{"image": float[B, H, W, C], "label":
+  int32[B]}`. Tokens (`kind="tokens"`): `shape` is (seq_len,), the model's context, and
+  batches are `{"tokens": int32[B, seq_len + 1]}` (inputs and next-token targets);
+  `end_id` is the token that ends a sample (-1: none).
+  """
+
+  shape: tuple[int, ...]
   num_classes: int
   preprocess: str  # how uint8 pixels became model inputs (see gen.core.data.preprocess)
+  kind: str = "image"  # image | tokens
+  vocab_size: int = 0
+  end_id: int = -1
+
+  def example_batch(self, n: int) -> dict[str, jnp.ndarray]:
+    """Zeros shaped like a batch of `n` examples (for init and abstract shapes)."""
+    if self.kind == "tokens":
+      return {"tokens": jnp.zeros((n, self.shape[0] + 1), jnp.int32)}
+    return {"image": jnp.zeros((n,) + tuple(self.shape), jnp.float32),
+            "label": jnp.zeros((n,), jnp.int32)}
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self))
@@ -44,7 +63,8 @@ class DataSpec:
   @classmethod
   def from_json(cls, text: str) -> DataSpec:
     d = json.loads(text)
-    return cls(shape=tuple(d["shape"]), num_classes=d["num_classes"], preprocess=d["preprocess"])
+    d["shape"] = tuple(d["shape"])
+    return cls(**d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +127,9 @@ def make_optimizer(optim, num_steps: int) -> optax.GradientTransformation:
   """Clipping + Adam(W)/SGD on a warmup schedule, from the config's `optim` section."""
   lr = make_schedule(optim, num_steps)
   if optim.name == "adamw":
-    opt = optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+    # Decay weight matrices and embeddings only, not biases and norm scales (as GPT-2 does).
+    opt = optax.adamw(lr, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
+                      mask=lambda params: jax.tree.map(lambda x: x.ndim >= 2, params))
   elif optim.name == "adam":
     opt = optax.adam(lr, b1=optim.b1, b2=optim.b2)
   elif optim.name == "sgd":

@@ -29,6 +29,7 @@ from gen.core import images as images_lib
 from gen.core import parallel
 from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
 from gen.core.data import Data, postprocess
+from gen.core.data import tokenizers as tok_lib
 from gen.core.logging import MetricWriter, progress
 from gen.core.pipeline import DataSpec, Pipeline
 
@@ -110,8 +111,15 @@ class _Run:
 
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    self.data = Data(config)  # Data errors surface before anything is written.
-    self.spec = DataSpec(tuple(self.data.shape), self.data.num_classes, config.data.preprocess)
+    # Data errors surface before anything is written. A resumed run reuses its tokenizer.
+    self.data = Data(config, workdir=workdir)
+    self.tokenizer = self.data.tokenizer
+    if self.data.kind == "tokens":
+      self.spec = DataSpec(tuple(self.data.shape), 0, "tokens", "tokens",
+                           self.tokenizer.vocab_size, self.tokenizer.end_id)
+    else:
+      self.spec = DataSpec(tuple(self.data.shape), self.data.num_classes,
+                           config.data.preprocess)
     self.pipeline = build(config, self.spec)
     self.mesh = parallel.make_mesh()
     parallel.check_batch_size(config.data.batch_size, self.mesh)
@@ -128,7 +136,13 @@ class _Run:
                         out_shardings=(self.repl, self.repl), donate_argnums=0)
     self.eval_step = jax.jit(p.eval_step)
     num = config.train.num_samples
-    self.sample = jax.jit(lambda params, rng: p.sample(params, rng, num))
+    if self.tokenizer is not None:  # Unconditional: every sample starts from the start tokens
+      # (or, for a tokenizer without one, from the first token of the training data).
+      start = self.tokenizer.start_ids or [int(self.data.train_source.stream[0])]
+      prompt, lens = tok_lib.pad_prompts([start] * num)
+      self.sample = jax.jit(lambda params, rng: p.sample(params, rng, num, prompt, lens))
+    else:
+      self.sample = jax.jit(lambda params, rng: p.sample(params, rng, num))
     self.visualize = jax.jit(p.visualize) if p.visualize else None
     self.all_finite = jax.jit(lambda t: jnp.all(jnp.array(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)
@@ -150,8 +164,21 @@ class _Run:
     init = jax.jit(self.pipeline.init, out_shardings=self.repl)
     return init(self.keys["init"], example), 0
 
-  def write_images(self, state, step: int, writer: MetricWriter) -> list[str]:
-    """Sample grid (+ the family's own pictures) to `images/NAME_STEP.png` and `NAME.png`."""
+  def write_samples(self, state, step: int, writer: MetricWriter, bar=None) -> list[str]:
+    """Samples to `images/samples_STEP.*` and `samples.*`: an image grid (+ the family's own
+    pictures), or for token data the decoded text (music: MIDI, WAV and a piano roll)."""
+    if self.tokenizer is not None:
+      rows = token_rows(self.sample(self.pipeline.sample_params(state), self.keys["sample"]))
+      if jax.process_index() != 0:
+        return []
+      self.tokenizer.write_samples(
+          rows, os.path.join(self.workdir, "images", f"samples_{step:07d}"))
+      paths = self.tokenizer.write_samples(rows, os.path.join(self.workdir, "samples"))
+      text = self.tokenizer.decode(rows[0])
+      writer.text(step, "samples", text)
+      if bar is not None:
+        bar.write(f"step {step} sample: " + text[:300].replace("\n", "\n  "))
+      return paths
     mode = self.spec.preprocess
     params = self.pipeline.sample_params(state)
     pictures = {"samples": (self.sample(params, self.keys["sample"]), None)}
@@ -169,10 +196,17 @@ class _Run:
     return paths
 
 
-def _write_run_files(config, workdir: str, spec: DataSpec) -> None:
+def token_rows(tokens) -> list[list[int]]:
+  """A sampler's int32[B, L] output as lists of ids, dropping the -1 after an end token."""
+  return [[int(t) for t in row if t >= 0] for row in np.asarray(jax.device_get(tokens))]
+
+
+def _write_run_files(config, workdir: str, spec: DataSpec, tokenizer=None) -> None:
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
+  if tokenizer is not None:
+    tokenizer.save(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_lib.to_json(config)
   if os.path.exists(path):
@@ -207,7 +241,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   """
   tc = config.train
   run = _Run(config, workdir)
-  _write_run_files(config, workdir, run.spec)
+  _write_run_files(config, workdir, run.spec, run.tokenizer)
   ckpt = Checkpointer(workdir, keep=tc.keep_checkpoints, async_save=tc.async_checkpoints)
   writer = MetricWriter(workdir)
   iterator = run.data.train_iterator()
@@ -260,6 +294,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
     drain()
     metrics = evaluate(run.eval_step, state, run.data, run.put, run.keys["eval"],
                        tc.eval_batches)
+    metrics.update(run.data.derived_metrics(metrics))
     writer.write(s, metrics, split="eval")
     bar.write(f"step {s} eval: " + ", ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
@@ -277,7 +312,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
         if tc.eval_every and s % tc.eval_every == 0 and s != tc.num_steps:
           run_eval(s)
         if tc.sample_every and s % tc.sample_every == 0 and s != tc.num_steps:
-          run.write_images(state, s, writer)
+          run.write_samples(state, s, writer, bar)
         preempted = flag["signal"] or (stop_at_step is not None and s >= stop_at_step)
         if (tc.checkpoint_every and s % tc.checkpoint_every == 0) or preempted:
           save(s)
@@ -290,7 +325,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
       if last_saved != end:
         save(end)
       run_eval(end)
-      paths = run.write_images(state, end, writer)
+      paths = run.write_samples(state, end, writer, bar)
       bar.close()
       log.info("done at step %d; wrote %s", end, ", ".join(paths))
     else:
@@ -317,8 +352,7 @@ def load_workdir(workdir: str, overrides=(), step: int | None = None):
   pipeline = build(config, spec)
   mesh = parallel.make_mesh()
   repl = parallel.replicated(mesh)
-  example = {"image": jnp.zeros((jax.device_count(),) + spec.shape, jnp.float32),
-             "label": jnp.zeros((jax.device_count(),), jnp.int32)}
+  example = spec.example_batch(jax.device_count())
   abstract = jax.eval_shape(pipeline.init, _keys(config.seed)["init"], example)
   ckpt = Checkpointer(workdir, async_save=False)
   try:

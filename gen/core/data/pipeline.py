@@ -1,5 +1,9 @@
 """One grain pipeline for every source: shard, shuffle, batch, preprocess, prefetch.
 
+Image sources give `{"image", "label"}` batches; token sources (a config with
+`data.seq_len`, or `jsb_chorales`) give `{"tokens": int32[B, seq_len + 1]}` windows and
+carry the tokenizer (see `gen.core.data.text`).
+
 The training iterator is infinite, reshuffled every epoch from `config.seed`, and
 checkpointable: `it.get_state()` is a small JSON-able dict that the trainer saves
 with the model, and `it.set_state(state)` puts a fresh iterator at the same position.
@@ -15,7 +19,7 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
-from gen.core.data import sources
+from gen.core.data import sources, text, tokenizers
 
 PREPROCESS = ("scale", "dequantize", "binarize", "unit")
 
@@ -55,12 +59,16 @@ def postprocess(x: np.ndarray, mode: str) -> np.ndarray:
 class Data:
   """The train and eval streams for one config, for this process's share of the batch."""
 
-  def __init__(self, config, process_index: int | None = None, process_count: int | None = None):
+  def __init__(self, config, process_index: int | None = None, process_count: int | None = None,
+               workdir: str | None = None):
+    """`workdir`: where a token source's tokenizer was saved by an earlier run (reused)."""
     import jax
 
     self.cfg = config.data
     self.seed = int(config.seed)
-    if self.cfg.preprocess not in PREPROCESS:
+    self.seq_len = int(self.cfg.get("seq_len", 0))
+    self.kind = "tokens" if self.seq_len or self.cfg.name == "jsb_chorales" else "image"
+    if self.kind == "image" and self.cfg.preprocess not in PREPROCESS:
       raise ValueError(f"data.preprocess must be one of {PREPROCESS}, got '{self.cfg.preprocess}'")
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
@@ -68,18 +76,38 @@ class Data:
       raise ValueError(f"data.batch_size={self.cfg.batch_size} must divide evenly over "
                        f"{self.process_count} processes")
     self.batch_size = self.cfg.batch_size // self.process_count
-    self.train_source = sources.load(self.cfg.name, self.cfg.train_split, self.cfg.dir)
+    self.tokenizer = None
+    if self.kind == "tokens":
+      if self.seq_len <= 0:
+        raise ValueError(f"{self.cfg.name} is a token source: set data.seq_len > 0")
+      self.tokenizer = (tokenizers.load(workdir) if workdir else None) or \
+          text.build_tokenizer(self.cfg)
+    self.train_source = self._load(self.cfg.train_split, train=True)
     self._eval_source = None
+
+  def _load(self, split: str, train: bool):
+    if self.kind == "tokens":
+      return text.load(self.cfg.name, split, self.cfg.dir, self.seq_len, self.tokenizer, train)
+    return sources.load(self.cfg.name, split, self.cfg.dir)
 
   @property
   def eval_source(self):
     if self._eval_source is None:
-      self._eval_source = sources.load(self.cfg.name, self.cfg.eval_split, self.cfg.dir)
+      self._eval_source = self._load(self.cfg.eval_split, train=False)
     return self._eval_source
 
+  def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+    """Metrics the eval source derives from the family's (perplexity, NLL per step...)."""
+    fn = getattr(self.eval_source, "derived_metrics", None)
+    return fn(metrics) if fn else {}
+
   @property
-  def shape(self) -> tuple[int, int, int]:
+  def shape(self) -> tuple[int, ...]:
     return tuple(self.train_source.shape)
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tokenizer.vocab_size if self.tokenizer else 0
 
   @property
   def num_classes(self) -> int:
@@ -102,6 +130,8 @@ class Data:
 
     ds = self._process_shard(self.train_source).seed(self.seed).shuffle().repeat(None)
     ds = ds.batch(self.batch_size, drop_remainder=True)
+    if self.kind == "tokens":
+      return ds  # Token windows need no preprocessing.
     return ds.random_map(prep, seed=self.seed + 1)
 
   def train_iterator(self) -> grain.DatasetIterator:
@@ -127,14 +157,14 @@ class Data:
       num = min(num, max_batches)
     for b in range(num):
       recs = [src[i] for i in range(b * bs, min((b + 1) * bs, len(src)))]
-      images = np.stack([r["image"] for r in recs])
-      labels = np.array([r["label"] for r in recs], np.int32)
-      rng = np.random.default_rng([self.seed, 7919, b])
-      x = preprocess(images, self.cfg.preprocess, rng)
-      mask = np.ones(len(recs), np.float32)
+      batch = {k: np.stack([np.asarray(r[k]) for r in recs]) for k in recs[0]}
+      if self.kind == "image":
+        rng = np.random.default_rng([self.seed, 7919, b])
+        batch["image"] = preprocess(batch["image"], self.cfg.preprocess, rng)
+        batch["label"] = batch["label"].astype(np.int32)
+      batch["mask"] = np.ones(len(recs), np.float32)
       pad = bs - len(recs)
       if pad:
-        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-        labels = np.concatenate([labels, np.zeros(pad, np.int32)])
-        mask = np.concatenate([mask, np.zeros(pad, np.float32)])
-      yield {"image": x, "label": labels, "mask": mask}
+        batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                 for k, v in batch.items()}
+      yield batch

@@ -104,18 +104,24 @@ def read_idx(path: str, expect_dims: int) -> np.ndarray:
   return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
 
 
+def resolve_base(name: str, data_dir: str, what: str) -> str:
+  """The data folder: `data.dir`, else `$GEN_DATA_DIR`; a clear error when neither is set."""
+  base = data_dir or os.environ.get("GEN_DATA_DIR", "")
+  if not base:
+    raise DataError(
+        f"dataset '{name}' reads files from a folder: set --config.data.dir=DIR or the "
+        f"environment variable GEN_DATA_DIR (a folder holding {what})")
+  return base
+
+
 def resolve_dir(name: str, data_dir: str = "") -> str:
-  """Finds the folder holding `name`'s files: `data.dir`, else `$GEN_DATA_DIR`.
+  """Finds the folder holding `name`'s IDX files: `data.dir`, else `$GEN_DATA_DIR`.
 
   Either may point at the dataset's own folder or at a parent holding `mnist/` or
   `fashion-mnist/`.
   """
-  base = data_dir or os.environ.get("GEN_DATA_DIR", "")
-  if not base:
-    raise DataError(
-        f"dataset '{name}' reads IDX files from a folder: set --config.data.dir=DIR or "
-        f"the environment variable GEN_DATA_DIR (a folder with {_IDX_FILES['train'][0]} "
-        f"or a parent of '{_IDX_FOLDERS[name]}/')")
+  base = resolve_base(name, data_dir,
+                      f"{_IDX_FILES['train'][0]}, or a parent of '{_IDX_FOLDERS[name]}/'")
   sub = os.path.join(base, _IDX_FOLDERS[name])
   if os.path.isfile(os.path.join(sub, _IDX_FILES["train"][0])):
     return sub

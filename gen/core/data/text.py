@@ -1,0 +1,156 @@
+"""Token sources for language and music models: windows over one token stream.
+
+A split is one long stream of token ids (a text file tokenized, or chorales
+serialized end to end). Records are windows of `seq_len + 1` tokens (inputs and their
+next-token targets), as nanoGPT draws them:
+
+- training: a window starts at every offset, and the grain pipeline shuffles them, so
+  each batch holds random contiguous windows;
+- evaluation: non-overlapping windows from the start of the split, so every token of
+  the split (but the last partial window) is predicted exactly once and the mean is
+  the split's per-token loss. Each position sees a context of 0..seq_len-1 tokens, as
+  in nanoGPT's random-window estimate of the same quantity.
+
+Sources:
+- `text:PATH`: a UTF-8 text file (a relative PATH not found from the working directory
+  is looked up in `data.dir` / `$GEN_DATA_DIR`); `train` is its first 90%, `val` the
+  last 10% (nanoGPT's contiguous split, so val losses are comparable).
+- `tfds:NAME` with a `text` feature (tiny_shakespeare, lm1b): the split's records
+  joined by newlines (read into memory; lm1b is large).
+- `jsb_chorales`: see `gen.core.data.music`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from gen.core.data import tokenizers as tok_lib
+
+TEXT_SPLITS = ("train", "val")
+TRAIN_FRACTION = 0.9
+
+
+class TokenWindows:
+  """Random-access windows of `seq_len + 1` tokens: `{"tokens": int32[seq_len + 1]}`."""
+
+  kind = "tokens"
+  num_classes = 0
+
+  def __init__(self, stream: np.ndarray, seq_len: int, tokenizer: tok_lib.Tokenizer,
+               name: str, overlapping: bool, extra_metrics: dict[str, float] | None = None):
+    from gen.core.data.sources import DataError
+
+    self.stream = np.asarray(stream, np.int32)
+    self.seq_len, self.tokenizer, self.name = seq_len, tokenizer, name
+    self.overlapping = overlapping
+    self._extra = extra_metrics or {}
+    if seq_len <= 0:
+      raise ValueError(f"data.seq_len must be positive, got {seq_len}")
+    if len(self.stream) < seq_len + 1:
+      raise DataError(f"{name}: {len(self.stream)} tokens is fewer than one window of "
+                      f"data.seq_len + 1 = {seq_len + 1}")
+
+  @property
+  def shape(self) -> tuple[int]:
+    return (self.seq_len,)
+
+  def __len__(self) -> int:
+    n = len(self.stream)
+    return n - self.seq_len if self.overlapping else (n - 1) // self.seq_len
+
+  def __getitem__(self, i):
+    start = int(i) if self.overlapping else int(i) * self.seq_len
+    return {"tokens": self.stream[start:start + self.seq_len + 1]}
+
+  def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+    """Perplexity, and the loss per character / per time step where the source knows it."""
+    if "loss" not in metrics:
+      return {}
+    out = {"perplexity": math.exp(min(metrics["loss"], 700.0))}
+    for name, factor in self._extra.items():
+      out[name] = metrics["loss"] * factor
+    return out
+
+  def __repr__(self):
+    return f"TokenWindows({self.name}, {len(self.stream):,} tokens, seq_len={self.seq_len})"
+
+
+def read_text(name: str, split: str, data_dir: str = "") -> str:
+  """The raw text of split `split` of a `text:PATH` or `tfds:NAME` source."""
+  from gen.core.data.sources import DataError, resolve_base
+
+  if name.startswith("text:"):
+    path = name[len("text:"):]
+    if not os.path.isfile(path) and not os.path.isabs(path):  # Relative to the data folder.
+      path = os.path.join(resolve_base(name, data_dir, path), path)
+    if not os.path.isfile(path):
+      raise DataError(f"missing text file {path}")
+    try:
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+    except UnicodeDecodeError as e:
+      raise DataError(f"{path} is not UTF-8 text ({e})") from e
+    n = int(TRAIN_FRACTION * len(text))
+    if split not in TEXT_SPLITS:
+      raise DataError(f"text files have splits 'train' (first 90%) and 'val', not '{split}'")
+    return text[:n] if split == "train" else text[n:]
+  if name.startswith("tfds:"):
+    import tensorflow_datasets as tfds
+
+    ds_name = name[len("tfds:"):]
+    try:
+      source = tfds.data_source(ds_name, split=split, data_dir=data_dir or None, download=False)
+    except Exception as e:
+      raise DataError(
+          f"could not open TFDS dataset '{ds_name}' split '{split}': {type(e).__name__}: {e}. "
+          f"Prepare it first with `tfds build {ds_name}` on a machine with network.") from e
+    parts = []
+    for i in range(len(source)):
+      t = source[i]["text"]
+      parts.append(t.decode("utf-8") if isinstance(t, bytes) else str(t))
+    return "\n".join(parts)
+  raise DataError(f"'{name}' is not a text source (text:PATH or tfds:NAME)")
+
+
+def build_tokenizer(cfg) -> tok_lib.Tokenizer:
+  """The tokenizer a token config asks for, built from its data (char vocab, BPE merges)."""
+  if cfg.name == "jsb_chorales":
+    from gen.core.data.music import ChoraleTokenizer
+
+    return ChoraleTokenizer()
+  kind = cfg.get("tokenizer", "char")
+  if kind == "byte":
+    return tok_lib.ByteTokenizer()
+  train = read_text(cfg.name, cfg.train_split, cfg.dir)
+  if kind == "char":  # Every character of both splits, so evaluation never meets an unknown.
+    return tok_lib.build(kind, train + read_text(cfg.name, cfg.eval_split, cfg.dir))
+  return tok_lib.build(kind, train, cfg.get("vocab_size", 0))
+
+
+def load(name: str, split: str, data_dir: str, seq_len: int, tokenizer: tok_lib.Tokenizer,
+         train: bool) -> TokenWindows:
+  """Windows over split `split` of a token source, encoded with `tokenizer`."""
+  if name == "jsb_chorales":
+    from gen.core.data import music
+
+    pieces = music.read_chorales(data_dir, split)
+    stream = music.chorale_stream(pieces, tokenizer)
+    steps = sum(len(p) for p in pieces)
+    extra = {"nll_per_step": music.nll_per_step_factor(stream, steps)}
+    return TokenWindows(stream, seq_len, tokenizer, f"jsb_chorales/{split}", train, extra)
+  text = read_text(name, split, data_dir)
+  if isinstance(tokenizer, tok_lib.CharTokenizer):
+    lut = np.full(max(map(ord, tokenizer.vocab)) + 1, -1, np.int32)
+    lut[[ord(c) for c in tokenizer.vocab]] = np.arange(tokenizer.vocab_size)
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    if codes.size and codes.max() < len(lut) and (lut[codes] >= 0).all():
+      stream = lut[codes]  # Fast path; the same ids as tokenizer.encode(text).
+    else:
+      stream = np.asarray(tokenizer.encode(text), np.int32)  # Raises naming the characters.
+  else:
+    stream = np.asarray(tokenizer.encode(text), np.int32)
+  extra = {"nll_per_char": (len(stream) - 1) / max(len(text) - 1, 1)}
+  return TokenWindows(stream, seq_len, tokenizer, f"{name}/{split}", train, extra)

@@ -1,0 +1,225 @@
+"""Tokenizers for token sources, saved next to the checkpoint so sampling needs only the workdir.
+
+- `char`: one token per character, vocabulary = the sorted distinct characters of the
+  text (nanoGPT's shakespeare_char convention: for Tiny Shakespeare '\\n' = 0, ' ' = 1, ...).
+- `byte`: the 256 byte values of the UTF-8 encoding; any text encodes.
+- `sentencepiece`: BPE trained locally on the training split with the `sentencepiece`
+  package (no downloads); the model file is stored in the workdir.
+- `chorale` (in `gen.core.data.music`): note-by-note four-part music.
+
+Every tokenizer has `encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size`,
+`start_ids` (what an empty prompt starts from; empty when there is no such token),
+`end_id` (-1: none), `to_json()` and `write_samples(rows, path)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class TokenizerError(ValueError):
+  """Text cannot be encoded (e.g. characters outside a char vocabulary)."""
+
+
+class Tokenizer:
+  name = ""
+  end_id = -1
+
+  @property
+  def vocab_size(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def start_ids(self) -> list[int]:
+    return []
+
+  def encode(self, text: str) -> list[int]:
+    raise NotImplementedError
+
+  def decode(self, ids) -> str:
+    raise NotImplementedError
+
+  def to_json(self) -> dict:
+    raise NotImplementedError
+
+  def save(self, workdir: str) -> None:
+    with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
+      json.dump(self.to_json(), f)
+
+  def write_samples(self, rows: list[list[int]], path: str) -> list[str]:
+    """Writes decoded samples to `path` (.txt), separated by rules; returns the paths."""
+    path = os.path.splitext(path)[0] + ".txt"
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+      for i, row in enumerate(rows):
+        f.write(f"---------- sample {i} ----------\n{self.decode(row)}\n")
+    return [path]
+
+
+class CharTokenizer(Tokenizer):
+  name = "char"
+
+  def __init__(self, vocab: list[str]):
+    self.vocab = list(vocab)
+    self.index = {c: i for i, c in enumerate(self.vocab)}
+
+  @classmethod
+  def build(cls, text: str) -> CharTokenizer:
+    return cls(sorted(set(text)))
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.vocab)
+
+  @property
+  def start_ids(self) -> list[int]:
+    # Unconditional samples start after a newline, as nanoGPT's sample.py does.
+    return [self.index["\n"]] if "\n" in self.index else []
+
+  def encode(self, text: str) -> list[int]:
+    missing = sorted({c for c in text if c not in self.index})
+    if missing:
+      raise TokenizerError(
+          f"characters not in the {self.vocab_size}-character vocabulary: "
+          f"{', '.join(repr(c) for c in missing[:20])}")
+    return [self.index[c] for c in text]
+
+  def decode(self, ids) -> str:
+    return "".join(self.vocab[i] for i in ids if 0 <= i < self.vocab_size)
+
+  def to_json(self) -> dict:
+    return {"type": self.name, "vocab": self.vocab}
+
+
+class ByteTokenizer(Tokenizer):
+  name = "byte"
+
+  @property
+  def vocab_size(self) -> int:
+    return 256
+
+  @property
+  def start_ids(self) -> list[int]:
+    return [ord("\n")]
+
+  def encode(self, text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+  def decode(self, ids) -> str:
+    return bytes(int(i) for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+  def to_json(self) -> dict:
+    return {"type": self.name}
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """BPE from the `sentencepiece` package; `model` is the serialized model proto."""
+
+  name = "sentencepiece"
+  MODEL_FILE = "tokenizer.model"
+
+  def __init__(self, model: bytes):
+    import sentencepiece as spm
+
+    self.model = model
+    self.sp = spm.SentencePieceProcessor(model_proto=model)
+    self.end_id = -1  # Text is a stream: generation stops at max_new_tokens.
+
+  @classmethod
+  def train(cls, text: str, vocab_size: int) -> SentencePieceTokenizer:
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, "train.txt")
+      with open(path, "w") as f:
+        f.write(text)
+      prefix = os.path.join(tmp, "sp")
+      spm.SentencePieceTrainer.train(
+          input=path, model_prefix=prefix, vocab_size=vocab_size, model_type="bpe",
+          character_coverage=1.0, byte_fallback=True, split_digits=True,
+          max_sentence_length=1 << 16, num_threads=1, minloglevel=2, hard_vocab_limit=False,
+          input_sentence_size=2_000_000, shuffle_input_sentence=True,  # Bounded for big corpora.
+          # Keep the text byte-exact: no normalization, whitespace as is, and a piece
+          # for the newline (training reads lines, so it would never see one).
+          normalization_rule_name="identity", remove_extra_whitespaces=False,
+          user_defined_symbols=["\n"])
+      with open(prefix + ".model", "rb") as f:
+        return cls(f.read())
+
+  @property
+  def vocab_size(self) -> int:
+    return self.sp.get_piece_size()
+
+  @property
+  def start_ids(self) -> list[int]:
+    return [self.sp.bos_id()] if self.sp.bos_id() >= 0 else []
+
+  def encode(self, text: str) -> list[int]:
+    return list(self.sp.encode(text))
+
+  def decode(self, ids) -> str:
+    n = self.vocab_size
+    return self.sp.decode([int(i) for i in ids if 0 <= i < n])
+
+  def to_json(self) -> dict:
+    return {"type": self.name, "model": self.MODEL_FILE}
+
+  def save(self, workdir: str) -> None:
+    with open(os.path.join(workdir, self.MODEL_FILE), "wb") as f:
+      f.write(self.model)
+    super().save(workdir)
+
+
+def build(kind: str, text: str, vocab_size: int = 0) -> Tokenizer:
+  """A text tokenizer of `kind` for `text` (the char vocabulary / BPE merges come from it)."""
+  if kind == "char":
+    return CharTokenizer.build(text)
+  if kind == "byte":
+    return ByteTokenizer()
+  if kind == "sentencepiece":
+    if vocab_size <= 0:
+      raise ValueError("data.tokenizer='sentencepiece' needs data.vocab_size > 0")
+    return SentencePieceTokenizer.train(text, vocab_size)
+  raise ValueError(f"data.tokenizer must be char, byte or sentencepiece, got '{kind}'")
+
+
+def from_json(d: dict, workdir: str = "") -> Tokenizer:
+  kind = d.get("type")
+  if kind == "char":
+    return CharTokenizer(d["vocab"])
+  if kind == "byte":
+    return ByteTokenizer()
+  if kind == "sentencepiece":
+    with open(os.path.join(workdir, d["model"]), "rb") as f:
+      return SentencePieceTokenizer(f.read())
+  if kind == "chorale":
+    from gen.core.data.music import ChoraleTokenizer
+
+    return ChoraleTokenizer.from_json(d)
+  raise ValueError(f"unknown tokenizer type {kind!r}")
+
+
+def load(workdir: str) -> Tokenizer | None:
+  """The tokenizer saved in `workdir`, or None when the run has none (image data)."""
+  path = os.path.join(workdir, TOKENIZER_FILE)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return from_json(json.load(f), workdir)
+
+
+def pad_prompts(prompts: list[list[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads token lists into `[B, max_len]` int32 and their lengths `[B]`."""
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise TokenizerError("every prompt needs at least one token")
+  lens = np.array([len(p) for p in prompts], np.int32)
+  out = np.full((len(prompts), int(lens.max())), pad, np.int32)
+  for i, p in enumerate(prompts):
+    out[i, :len(p)] = p
+  return out, lens

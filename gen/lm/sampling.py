@@ -1,0 +1,128 @@
+"""Autoregressive decoding as one compiled program: prefill, then a `lax.while_loop` of
+one-token steps over a key/value cache.
+
+Prompts of different lengths share the loop: every row is at the same position `t`;
+a row whose prompt is longer than `t + 1` is fed its own next prompt token instead of a
+sample (so each row gets exactly what it would get alone). The shared prompt prefix
+is written to the cache in one parallel prefill.
+
+Beyond the context: the cache holds `max_len` positions. When it is full, it is rebuilt
+from the last `max_len - stride + 1` tokens (positions restart at 0), so every token is
+predicted from between `max_len - stride + 1` and `max_len` tokens of context;
+`stride=1` reproduces nanoGPT's crop-to-the-last-`max_len` exactly, at one rebuild per
+token. Prompts longer than `max_len` are an error.
+
+Sampling: `temperature` 0 is greedy; `top_k` keeps the k most likely tokens (0: all);
+`top_p` keeps the smallest set whose probability reaches p (1: all). All three are
+traced values: changing them does not recompile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
+  """Tempered logits with tokens outside top-k / top-p set to -inf. logits: [B, V]."""
+  vocab = logits.shape[-1]
+  x = logits / jnp.maximum(temperature, 1e-6)
+  ordered = jnp.sort(x, axis=-1)[:, ::-1]  # Descending.
+  k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
+  kth = jnp.take_along_axis(ordered, jnp.broadcast_to(k - 1, (x.shape[0], 1)), axis=-1)
+  probs = jax.nn.softmax(ordered, axis=-1)
+  # Keep sorted token i if the mass before it is < p: the smallest set reaching p.
+  before = jnp.cumsum(probs, axis=-1) - probs
+  keep_sorted = before < top_p
+  pth = jnp.min(jnp.where(keep_sorted, ordered, jnp.inf), axis=-1, keepdims=True)
+  threshold = jnp.maximum(kth, pth)
+  return jnp.where(x >= threshold, x, -jnp.inf)
+
+
+def choose(logits: jax.Array, rng, temperature, top_k, top_p) -> jax.Array:
+  """One token per row: argmax when temperature <= 0, else a filtered sample."""
+  sampled = jax.random.categorical(rng, filter_logits(logits, temperature, top_k, top_p))
+  return jnp.where(temperature <= 0, jnp.argmax(logits, axis=-1), sampled).astype(jnp.int32)
+
+
+def decode(apply: Callable, init_cache: Callable, params, rng, prompt: jax.Array,
+           prompt_lens: jax.Array, max_new_tokens: int, max_len: int, *,
+           temperature=1.0, top_k=0, top_p=1.0, end_id: int = -1, stride: int = 0,
+           return_logits: bool = False):
+  """Continues each prompt by up to `max_new_tokens` tokens.
+
+  apply(params, tokens [B, S], positions [S], cache) -> (logits [B, S, V], cache).
+  prompt: int32 [B, P] right-padded; prompt_lens: int32 [B] in 1..P.
+  Returns int32 [B, P + max_new_tokens]: each row's prompt, its continuation, then -1
+  (after `end_id`, which is kept, or after its `max_new_tokens`). With `return_logits`,
+  also the float32 logits [B, P + max_new_tokens - 1, V] that chose each next token
+  (zero where no step ran).
+  """
+  batch, plen = prompt.shape
+  if plen > max_len:
+    raise ValueError(f"a prompt of {plen} tokens is longer than the model's context "
+                     f"({max_len} tokens)")
+  stride = stride or max(1, max_len // 4)
+  if not 1 <= stride <= max_len:
+    raise ValueError(f"stride must be in 1..{max_len}, got {stride}")
+  keep = max_len - stride + 1  # Tokens kept when the cache is rebuilt.
+  total = plen + max_new_tokens
+  lens = prompt_lens.astype(jnp.int32)
+  buf = jnp.concatenate([prompt.astype(jnp.int32),
+                         jnp.zeros((batch, max_new_tokens), jnp.int32)], axis=1)
+  last = lens + max_new_tokens - 1  # Index of each row's last token.
+
+  # Prefill the padded prompt. Slots past a row's prompt hold padding for now; the loop
+  # rewrites every slot from min(lens) - 1 on before any later position reads it.
+  cache = init_cache(batch)
+  prefill_logits, cache = apply(params, buf[:, :plen], jnp.arange(plen), cache)
+  t0 = jnp.min(lens) - 1
+
+  def rebuild(buf, t):
+    """A fresh cache from the last `keep` tokens up to t; logits of the last one."""
+    start = t - keep + 1
+    window = jax.lax.dynamic_slice_in_dim(buf, start, keep, axis=1)
+    logits, c = apply(params, jnp.maximum(window, 0), jnp.arange(keep), init_cache(batch))
+    return logits[:, -1], c, start
+
+  def step(carry):
+    t, offset, buf, cache, done, key, logits_out = carry
+    key, sub = jax.random.split(key)
+    tok = jnp.maximum(buf[:, t], 0)[:, None]
+
+    def one(_):
+      logits, c = apply(params, tok, (t - offset)[None], cache)
+      return logits[:, -1], c, offset
+
+    if total > max_len:  # The cache can fill up: rebuild it when it does.
+      logits, cache, offset = jax.lax.cond(t - offset >= max_len, lambda _: rebuild(buf, t),
+                                           one, None)
+    else:
+      logits, cache, offset = one(None)
+    nxt = choose(logits, sub, temperature, top_k, top_p)
+    forced = t + 1 < lens
+    nxt = jnp.where(forced, buf[:, t + 1], nxt)
+    nxt = jnp.where(done, -1, nxt)
+    buf = buf.at[:, t + 1].set(nxt)
+    done = done | (~forced & ((nxt == end_id) | (t + 1 >= last)))
+    if return_logits:
+      logits_out = logits_out.at[:, t].set(logits)
+    return t + 1, offset, buf, cache, done, key, logits_out
+
+  def cond(carry):
+    t, _, _, _, done, _, _ = carry
+    return (t < total - 1) & ~jnp.all(done)
+
+  done = jnp.zeros((batch,), bool)
+  vocab = prefill_logits.shape[-1]
+  logits_out = (jnp.zeros((batch, total - 1, vocab), jnp.float32) if return_logits
+                else jnp.zeros(()))
+  carry = (t0, jnp.int32(0), buf, cache, done, rng, logits_out)
+  t, _, buf, _, done, _, logits_out = jax.lax.while_loop(cond, step, carry)
+  # Rows that stopped early leave zeros in later slots; mark everything after `last`.
+  idx = jnp.arange(total)[None, :]
+  buf = jnp.where(idx > jnp.minimum(last, t)[:, None], -1, buf)
+  return (buf, logits_out) if return_logits else buf
+
