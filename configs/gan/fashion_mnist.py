@@ -1,0 +1,63 @@
+"""DCGAN on Fashion-MNIST (28x28): non-saturating loss + R1, EMA generator.
+
+Run:       gen train --config=configs/gan/fashion_mnist.py --workdir=runs/gan-fashion \\
+             --config.data.dir=DIR
+           gen sample --workdir=runs/gan-fashion --interpolate --out=interp.png
+           (DIR holds the four Fashion-MNIST IDX .gz files, or set GEN_DATA_DIR.)
+Hardware:  2-core CPU (no accelerator).
+Wall time: 35 min 49 s for 3000 steps, compilation and evals included, with the CPU shared
+           by two or three other training jobs throughout (1.4 steps/s; an upper bound:
+           the same networks run at about 4.4 steps/s alone, some 12 minutes, see mnist.py).
+Result:    step 3000, last 100 steps: loss_d 0.960, loss_g 1.280, D accuracy 0.75 on real
+           and 0.81 on fake batches, r1 1.3, grad norms D 4.0 / G 1.6. Test split (1000
+           images) vs as many EMA samples: D accuracy 0.69 real / 0.91 fake. Most samples
+           are recognisable garments (shirts, pullovers, dresses, trousers, coats), shoes
+           and bags blurrier; no collapse. Outside check (a scikit-learn MLP classifier,
+           89.3% on the real test split, not part of gen): confident (p > 0.9) on 52.4% of
+           2000 samples (real test images: 82.3%), each class predicted for 3.3-16.0%.
+"""
+
+from gen.core.config import ConfigDict, base_config
+
+
+def get_config():
+  c = base_config()
+  c.family = "gan"
+  c.data.name = "fashion_mnist"
+  c.data.preprocess = "scale"  # [-1, 1], the range of the generator's tanh.
+  c.data.batch_size = 64
+  c.data.eval_batch_size = 500
+
+  c.model = ConfigDict()
+  c.model.latent_dim = 64
+  c.model.g_channels = (128, 64)  # 7x7 -> 14x14 -> 28x28.
+  c.model.g_out_conv = False  # Last layer: a 4x4/2 transposed conv (DCGAN).
+  c.model.d_channels = (32, 64, 128)  # 28x28 -> 14x14 -> 7x7 -> 4x4.
+  c.model.d_convs_per_stage = 1  # 2 adds a 3x3 conv before each strided one.
+  c.model.spectral_norm = False
+  c.model.conditional = False  # Conditional batch norm in G, projection D.
+
+  c.gan = ConfigDict()
+  c.gan.loss = "nonsaturating"  # nonsaturating | hinge
+  c.gan.d_lr = 5e-4  # D's learning rate; G's is optim.lr.
+  c.gan.r1_gamma = 0.1  # R1 weight; 0 turns the penalty off.
+  c.gan.r1_every = 1  # Lazy R1 every k steps (scaled by k); on CPU 1 is fastest.
+  c.gan.augment = ""  # DiffAugment policy, e.g. "color,translation,cutout".
+  c.gan.standing_stats = 512  # Latents for G's batch-norm statistics when sampling.
+
+  c.optim.name = "adam"
+  c.optim.lr = 5e-4
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.99
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"
+  c.optim.grad_clip = 0.0
+  c.optim.ema_decay = 0.999
+
+  c.train.num_steps = 3000
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.eval_batches = 2  # 1000 test images per eval.
+  c.train.sample_every = 500
+  c.train.checkpoint_every = 500
+  return c
