@@ -245,23 +245,25 @@ def write_wav(path: str, steps, rate: int = 22050) -> str:
 COLORS = np.array([[0.85, 0.2, 0.2], [0.2, 0.65, 0.2], [0.2, 0.4, 0.9], [0.9, 0.6, 0.1]])
 
 
-def piano_roll(pieces, cell: int = 4) -> np.ndarray:
-  """One row per piece: time to the right, pitch up, a colour per voice (S red, A green,
-  T blue, B orange); grey lines mark octaves (C)."""
+def piano_roll(pieces, cell: int = 6, row: int = 3) -> np.ndarray:
+  """One band per piece: time to the right (`cell` pixels per quarter note), pitch up (`row`
+  pixels per semitone), a colour per voice (S red, A green, T blue, B orange); grey lines
+  mark the Cs."""
   rows = HIGH - LOW + 1
+  band = rows * row + 6
   width = max([len(s) for s in pieces] + [1]) * cell
-  out = np.ones((len(pieces) * (rows * 2 + 6), width, 3), np.float32)
+  out = np.ones((len(pieces) * band, width, 3), np.float32)
   for i, steps in enumerate(pieces):
-    top = i * (rows * 2 + 6)
+    top = i * band
     for p in range(LOW, HIGH + 1):
       if p % 12 == 0:
-        out[top + (HIGH - p) * 2, :] = 0.85
+        out[top + (HIGH - p) * row + row // 2, :] = 0.85
     for t, step in enumerate(steps):
       for v, p in enumerate(step):
         if p >= 0:
-          y = top + (HIGH - p) * 2
-          out[y:y + 2, t * cell:(t + 1) * cell - 1] = COLORS[v]
-    out[top + rows * 2 + 2:top + rows * 2 + 4, :] = 0.5
+          y = top + (HIGH - p) * row
+          out[y:y + row, t * cell:(t + 1) * cell - 1] = COLORS[v]
+    out[top + rows * row + 2:top + rows * row + 4, :] = 0.5
   return (out * 255 + 0.5).astype(np.uint8)
 
 
