@@ -1,0 +1,189 @@
+"""Denoising networks: an ADM-style UNet and a DiT, both `(x, cond, labels) -> raw output`.
+
+`cond` [B] is the process's conditioning scalar (O(1); see `objectives.Process.cond`),
+embedded sinusoidally at 1000 * cond. `labels` [B] are class ids in [0, num_classes], the
+last id meaning "no class" (the null label of classifier-free guidance); unconditional
+networks (num_classes = 0) ignore them. The output has the input's shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gen.nn.embeddings import sinusoidal
+
+TIME_SCALE = 1000.0
+
+
+def num_groups(channels: int, most: int) -> int:
+  """The largest group count <= `most` that divides `channels`."""
+  return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
+
+
+class Conditioning(nn.Module):
+  """Time (and class) embedding: [B] cond, [B] labels -> [B, dim]."""
+
+  dim: int
+  num_classes: int
+  freq_dim: int
+
+  @nn.compact
+  def __call__(self, cond, labels):
+    e = sinusoidal(TIME_SCALE * cond, self.freq_dim)
+    e = nn.Dense(self.dim)(nn.silu(nn.Dense(self.dim)(e)))
+    if self.num_classes:  # One more row: the null label.
+      e = e + nn.Embed(self.num_classes + 1, self.dim)(labels)
+    return e
+
+
+class ResBlock(nn.Module):
+  """GroupNorm, SiLU, conv; scale-shift by the embedding; dropout, zero-init conv (ADM)."""
+
+  features: int
+  groups: int
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, emb, train: bool):
+    h = nn.silu(nn.GroupNorm(num_groups(x.shape[-1], self.groups))(x))
+    h = nn.Conv(self.features, (3, 3))(h)
+    scale, shift = jnp.split(nn.Dense(2 * self.features)(nn.silu(emb)), 2, axis=-1)
+    h = nn.GroupNorm(num_groups(self.features, self.groups))(h)
+    h = h * (1.0 + scale[:, None, None]) + shift[:, None, None]
+    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros)(h)
+    if x.shape[-1] != self.features:
+      x = nn.Conv(self.features, (1, 1))(x)
+    return x + h
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention over the H x W positions, with a residual connection."""
+
+  heads: int
+  groups: int
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    heads = math.gcd(self.heads, c)
+    y = nn.GroupNorm(num_groups(c, self.groups))(x).reshape(b, h * w, c)
+    qkv = nn.DenseGeneral((3, heads, c // heads))(y)  # [B, L, 3, heads, head_dim]
+    out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    out = nn.DenseGeneral(c, axis=(-2, -1), kernel_init=nn.initializers.zeros)(out)
+    return x + out.reshape(b, h, w, c)
+
+
+class UNet(nn.Module):
+  """ADM-style UNet (Ho et al. 2020; Dhariwal & Nichol 2021).
+
+  One level per entry of `channel_mult` (channels = `channels` * mult), each with
+  `num_res_blocks` residual blocks (+ self-attention at the resolutions listed in
+  `attn_resolutions`), halving the resolution between levels; a middle of res-attn-res;
+  the way up mirrors it with one more block per level, each fed the matching skip.
+  """
+
+  out_channels: int
+  channels: int = 64
+  channel_mult: tuple[int, ...] = (1, 2, 2)
+  num_res_blocks: int = 2
+  attn_resolutions: tuple[int, ...] = (16,)
+  heads: int = 4
+  dropout: float = 0.0
+  groups: int = 32
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x, cond, labels, train: bool = False):
+    emb = Conditioning(4 * self.channels, self.num_classes, self.channels)(cond, labels)
+    res = lambda f: ResBlock(f, self.groups, self.dropout)  # noqa: E731
+    attn = lambda: SelfAttention(self.heads, self.groups)  # noqa: E731
+    h = nn.Conv(self.channels, (3, 3))(x)
+    skips = [h]
+    for level, mult in enumerate(self.channel_mult):
+      for _ in range(self.num_res_blocks):
+        h = res(self.channels * mult)(h, emb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn()(h)
+        skips.append(h)
+      if level < len(self.channel_mult) - 1:
+        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
+        skips.append(h)
+    h = res(h.shape[-1])(h, emb, train)
+    h = attn()(h)
+    h = res(h.shape[-1])(h, emb, train)
+    for level, mult in reversed(list(enumerate(self.channel_mult))):
+      for _ in range(self.num_res_blocks + 1):
+        h = res(self.channels * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
+        if h.shape[1] in self.attn_resolutions:
+          h = attn()(h)
+      if level > 0:
+        b, hh, ww, c = h.shape
+        h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), "nearest")
+        h = nn.Conv(c, (3, 3))(h)
+    h = nn.silu(nn.GroupNorm(num_groups(h.shape[-1], self.groups))(h))
+    return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
+
+
+class DiTBlock(nn.Module):
+  """Pre-LN transformer block modulated by adaLN-Zero (Peebles & Xie 2023).
+
+  The conditioning regresses a shift, scale and gate for each of the two sub-layers; the
+  gates start at zero, so every block starts as the identity.
+  """
+
+  dim: int
+  heads: int
+  mlp_ratio: float
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, c, train: bool):
+    mod = nn.Dense(6 * self.dim, kernel_init=nn.initializers.zeros)(nn.silu(c))[:, None]
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
+    norm = lambda: nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6)  # noqa: E731
+    y = norm()(x) * (1 + scale1) + shift1
+    qkv = nn.DenseGeneral((3, self.heads, self.dim // self.heads))(y)
+    y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    x = x + gate1 * nn.DenseGeneral(self.dim, axis=(-2, -1))(y)
+    y = norm()(x) * (1 + scale2) + shift2
+    y = nn.gelu(nn.Dense(int(self.dim * self.mlp_ratio))(y), approximate=True)
+    y = nn.Dropout(self.dropout, deterministic=not train)(y)
+    return x + gate2 * nn.Dense(self.dim)(y)
+
+
+class DiT(nn.Module):
+  """Diffusion transformer: patchify, learned positions, adaLN-Zero blocks, unpatchify."""
+
+  out_channels: int
+  patch: int = 2
+  dim: int = 256
+  depth: int = 6
+  heads: int = 4
+  mlp_ratio: float = 4.0
+  dropout: float = 0.0
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x, cond, labels, train: bool = False):
+    b, h, w, _ = x.shape
+    p = self.patch
+    gh, gw = h // p, w // p
+    tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID")(x)
+    tokens = tokens.reshape(b, gh * gw, self.dim)
+    pos = self.param("pos", nn.initializers.normal(0.02), (1, gh * gw, self.dim))
+    tokens = tokens + pos
+    c = Conditioning(self.dim, self.num_classes, 256)(cond, labels)
+    for _ in range(self.depth):
+      tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout)(tokens, c, train)
+    shift, scale = jnp.split(
+        nn.Dense(2 * self.dim, kernel_init=nn.initializers.zeros)(nn.silu(c))[:, None], 2, -1)
+    tokens = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6)(tokens)
+    tokens = tokens * (1 + scale) + shift
+    out = nn.Dense(p * p * self.out_channels, kernel_init=nn.initializers.zeros)(tokens)
+    out = out.reshape(b, gh, gw, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
+    return out.reshape(b, h, w, self.out_channels)
