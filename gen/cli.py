@@ -160,10 +160,10 @@ def _sample_tokens(values, extra, spec, pipeline, state, step):
     texts = [] if prompt is None else [str(prompt)]
   num = values["num"] or (1 if texts else 4)
   try:
-    rows = [tokenizer.encode(t) for t in texts] or [list(tokenizer.start_ids)]
+    rows = [tokenizer.encode(t) for t in texts] or [[]]
   except tok_lib.TokenizerError as e:
     raise UsageError(f"cannot encode the prompt: {e}") from None
-  if any(not r for r in rows):
+  if any(not r for r in rows):  # An empty prompt starts from the start token.
     if not tokenizer.start_ids:
       raise UsageError(f"empty prompt: the {tokenizer.name} tokenizer has no start token to "
                        "begin from; give at least one token of text")

@@ -141,8 +141,11 @@ def test_char_tokenizer_round_trip_and_unknown_characters(tmp_path):
   tok = tok_lib.CharTokenizer.build(text)
   assert tok.vocab == sorted(set(text)) and tok.vocab[0] == "\n"
   assert tok.decode(tok.encode(text)) == text
+  np.testing.assert_array_equal(tok.encode_array(text), tok.encode(text))
   with pytest.raises(tok_lib.TokenizerError, match="'Z', 'q'"):
     tok.encode("qZ")
+  with pytest.raises(tok_lib.TokenizerError, match="'Z'"):
+    tok.encode_array("FirstZ")
   tok.save(str(tmp_path))
   again = tok_lib.load(str(tmp_path))
   assert again.vocab == tok.vocab and again.start_ids == [0]
@@ -152,6 +155,7 @@ def test_byte_tokenizer_round_trip():
   tok = tok_lib.ByteTokenizer()
   s = "Grüße, 世界!\n"
   assert tok.decode(tok.encode(s)) == s and max(tok.encode(s)) < 256
+  np.testing.assert_array_equal(tok.encode_array(s), tok.encode(s))
 
 
 def test_sentencepiece_trains_locally_and_round_trips(tmp_path):

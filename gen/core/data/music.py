@@ -19,7 +19,6 @@ separated by spaces, voices by commas, soprano first, `-` for a rest:
 from __future__ import annotations
 
 import json
-import math
 import os
 import wave
 
@@ -269,4 +268,4 @@ def piano_roll(pieces, cell: int = 6, row: int = 3) -> np.ndarray:
 
 def nll_per_step_factor(stream: np.ndarray, num_steps: int) -> float:
   """Predicted tokens per quarter-note step: NLL/token x this = NLL per time step."""
-  return (len(stream) - 1) / max(num_steps, 1) if len(stream) else math.nan
+  return (len(stream) - 1) / max(num_steps, 1)

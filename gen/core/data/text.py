@@ -142,15 +142,6 @@ def load(name: str, split: str, data_dir: str, seq_len: int, tokenizer: tok_lib.
     extra = {"nll_per_step": music.nll_per_step_factor(stream, steps)}
     return TokenWindows(stream, seq_len, tokenizer, f"jsb_chorales/{split}", train, extra)
   text = read_text(name, split, data_dir)
-  if isinstance(tokenizer, tok_lib.CharTokenizer):
-    lut = np.full(max(map(ord, tokenizer.vocab)) + 1, -1, np.int32)
-    lut[[ord(c) for c in tokenizer.vocab]] = np.arange(tokenizer.vocab_size)
-    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-    if codes.size and codes.max() < len(lut) and (lut[codes] >= 0).all():
-      stream = lut[codes]  # Fast path; the same ids as tokenizer.encode(text).
-    else:
-      stream = np.asarray(tokenizer.encode(text), np.int32)  # Raises naming the characters.
-  else:
-    stream = np.asarray(tokenizer.encode(text), np.int32)
+  stream = tokenizer.encode_array(text)
   extra = {"nll_per_char": (len(stream) - 1) / max(len(text) - 1, 1)}
   return TokenWindows(stream, seq_len, tokenizer, f"{name}/{split}", train, extra)
