@@ -168,3 +168,19 @@ def test_cli_sample_and_eval(trained, tmp_path, capsys):
   assert result["step"] == 4 and result["num_examples"] == 32
   assert result["iwae_nll"] <= result["nelbo"] + 1.0  # Loose: 3 samples of a tiny model.
   assert cli.main(["sample", f"--workdir={tmp_path / 'empty'}"]) == 2  # No config.json.
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_params(trained, tmp_path):
+  _, _, pipeline, source, _ = train_lib.load_workdir(trained)
+  config = tiny_vae(**{"init_from": trained, "train.num_steps": 0})
+  state = train_lib.train(config, str(tmp_path / "ft"), handle_signals=False)
+  assert int(state.step) == 0  # A fresh step count and optimizer...
+  ema = pipeline.sample_params(source)
+  for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(ema)):
+    np.testing.assert_array_equal(x, y)  # ...with the source's EMA params.
+  assert not any(np.any(np.asarray(m)) for m in jax.tree.leaves(state.opt_state))
+  wider = tiny_vae(**{"init_from": trained, "train.num_steps": 0,
+                      "model.latent_dim": TINY_VAE["model.latent_dim"] + 1})
+  first = r"\['decoder'\]\['Dense_0'\]\['kernel'\]: \(5, 32\) here, \(4, 32\) in"
+  with pytest.raises(CheckpointError, match=r"do not fit this model:\n  " + first):
+    train_lib.train(wider, str(tmp_path / "bad"), handle_signals=False)

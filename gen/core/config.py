@@ -35,6 +35,9 @@ def base_config() -> ConfigDict:
   c = ConfigDict()
   c.family = ""
   c.seed = 0
+  # A workdir whose newest checkpoint gives the initial params (its EMA copy when it has
+  # one); optimizer state and step start fresh, the tokenizer is kept. Ignored on resume.
+  c.init_from = ""
 
   c.data = ConfigDict()
   c.data.name = "digits"  # digits | mnist | fashion_mnist | tfds:NAME

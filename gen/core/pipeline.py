@@ -12,6 +12,7 @@ compiles them, feeds them data, checkpoints their state and writes their picture
 | `sample` (tokens)| `(params, rng, num, prompt, prompt_lens, **kw) -> int32[num, L]` |
 | `final_eval_step`| like `eval_step`, for `gen eval` (e.g. more IWAE samples) |
 | `visualize`      | `(state, batch, rng) -> {name: (images, ncol)}`    |
+| `load_pretrained`| `(state, params) -> state`, for `config.init_from`  |
 | `functions`      | the family's other pure functions, by name         |
 
 `eval_step` returns per-example values; the core averages them over the eval split
@@ -77,6 +78,9 @@ class Pipeline:
   visualize: Callable[..., dict] | None = None
   # Params used for sampling and eval: the EMA copy when there is one.
   sample_params: Callable[[Any], Any] = lambda state: state.sample_params
+  # `(state, params) -> state` for `config.init_from`: puts pre-trained params into a
+  # fresh state (default: params and their EMA copy; a family may also keep a frozen copy).
+  load_pretrained: Callable[[Any, Any], Any] | None = None
   # The family's other pure functions (losses, bounds), for tests and notebooks.
   functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
 

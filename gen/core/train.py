@@ -31,7 +31,7 @@ from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
 from gen.core.data import Data, postprocess
 from gen.core.data import tokenizers as tok_lib
 from gen.core.logging import MetricWriter, progress
-from gen.core.pipeline import DataSpec, Pipeline
+from gen.core.pipeline import DataSpec, Pipeline, TrainState
 
 log = logging.getLogger("gen")
 
@@ -111,8 +111,13 @@ class _Run:
 
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    # Data errors surface before anything is written. A resumed run reuses its tokenizer.
-    self.data = Data(config, workdir=workdir)
+    # Data errors surface before anything is written. A resumed run reuses its tokenizer,
+    # a fine-tuning run (`init_from`) the tokenizer of the run it starts from.
+    init_from = config.get("init_from", "")
+    tok_dir = workdir
+    if init_from and not os.path.exists(os.path.join(workdir, tok_lib.TOKENIZER_FILE)):
+      tok_dir = init_from
+    self.data = Data(config, workdir=tok_dir)
     self.tokenizer = self.data.tokenizer
     if self.data.kind == "tokens":
       self.spec = DataSpec(tuple(self.data.shape), 0, "tokens", "tokens",
@@ -162,7 +167,27 @@ class _Run:
       log.info("resumed from step %d in %s", step, ckpt.directory)
       return state, step
     init = jax.jit(self.pipeline.init, out_shardings=self.repl)
-    return init(self.keys["init"], example), 0
+    state = init(self.keys["init"], example)
+    if self.config.get("init_from", ""):
+      state = self._load_pretrained(state, self.config.init_from)
+    return state, 0
+
+  def _load_pretrained(self, state, source: str):
+    """Puts the params of `source`'s newest checkpoint (EMA when kept) into `state`."""
+    _, _, src_pipeline, src_state, src_step = load_workdir(source)
+    params = src_pipeline.sample_params(src_state)
+    _check_fits(params, self.pipeline.sample_params(state), source)
+    params = jax.device_put(params, self.repl)
+    if self.pipeline.load_pretrained is not None:
+      state = self.pipeline.load_pretrained(state, params)
+    elif not isinstance(state, TrainState):
+      raise CheckpointError(f"config.family='{self.config.family}' keeps no single params "
+                            "tree and defines no load_pretrained: init_from is not supported")
+    else:
+      ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+      state = state.replace(params=params, ema_params=ema)
+    log.info("initialized from step %d of %s", src_step, source)
+    return state
 
   def write_samples(self, state, step: int, writer: MetricWriter, bar=None) -> list[str]:
     """Samples to `images/samples_STEP.*` and `samples.*`: an image grid (+ the family's own
@@ -194,6 +219,22 @@ class _Run:
       paths.append(images_lib.save_png(os.path.join(self.workdir, f"{name}.png"), pic))
       writer.image(step, name, pic)
     return paths
+
+
+def _shapes(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(p): tuple(x.shape)
+          for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _check_fits(params, like, source: str) -> None:
+  """Raises a CheckpointError listing every param of `params` that does not fit `like`."""
+  want, got = _shapes(like), _shapes(params)
+  problems = [f"{k}: {want[k]} here, {got.get(k, 'missing')} in {source}"
+              for k in want if got.get(k) != want[k]]
+  problems += [f"{k}: not in this model" for k in got if k not in want]
+  if problems:
+    raise CheckpointError(f"init_from={source}: its params do not fit this model:\n  "
+                          + "\n  ".join(problems[:20]))
 
 
 def token_rows(tokens) -> list[list[int]]:
