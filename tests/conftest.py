@@ -54,3 +54,13 @@ def tiny_vae(spec="vae/digits.py", **overrides):
   config_lib.apply_overrides(c, {**TINY_VAE, **overrides})
   config_lib.validate(c)
   return c
+
+
+def tiny_lm(**overrides):
+  """The Shakespeare char config shrunk (pass `data.name="text:FILE"`), without dropout."""
+  from gen.core import config as config_lib
+
+  c = config_lib.load_file(config_path("lm", "shakespeare_char_cpu.py"))
+  config_lib.apply_overrides(c, {**TINY_LM, "model.dropout": 0.0, **overrides})
+  config_lib.validate(c)
+  return c

@@ -170,3 +170,17 @@ def test_eval_batches_pad_and_mask():
   again = list(data.eval_batches())  # Fixed binarization noise: every eval sees the same bits.
   np.testing.assert_array_equal(batches[0]["image"], again[0]["image"])
   assert len(list(data.eval_batches(max_batches=2))) == 2
+
+
+def test_processes_split_each_global_batch_into_the_same_rows():
+  cfg = _config(batch_size=12, preprocess="binarize")
+  whole = iter(Data(cfg, process_index=0, process_count=1).train_iterator())
+  parts = [iter(Data(cfg, process_index=i, process_count=3).train_iterator()) for i in range(3)]
+  for _ in range(4):  # Same rows and the same binarization noise, in process order.
+    batch = next(whole)
+    shards = [next(p) for p in parts]
+    assert all(len(s["image"]) == 4 for s in shards)
+    for k in batch:
+      np.testing.assert_array_equal(batch[k], np.concatenate([s[k] for s in shards]))
+  with pytest.raises(ValueError, match="batch_size=10 must divide evenly over 3 processes"):
+    Data(_config(batch_size=10), process_index=0, process_count=3)

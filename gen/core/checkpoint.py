@@ -77,5 +77,10 @@ class Checkpointer:
 
 
 def abstract_like(tree, sharding=None):
-  """ShapeDtypeStructs (with `sharding`) for restoring into `tree`'s structure."""
+  """ShapeDtypeStructs for restoring into `tree`'s structure, placed by `sharding`: one
+  sharding for every leaf, or a tree of them (the layout to restore onto, which may
+  differ from the one that saved: orbax reshards)."""
+  if not isinstance(sharding, jax.sharding.Sharding) and sharding is not None:
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        tree, sharding)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

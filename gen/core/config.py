@@ -61,7 +61,13 @@ def base_config() -> ConfigDict:
   c.optim.schedule = "cosine"  # cosine | constant
   c.optim.min_lr_ratio = 0.1  # Final lr of the cosine decay, as a fraction of lr.
   c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables it.
+  c.optim.grad_accum_steps = 1  # Average the gradients of k batches per update.
   c.optim.ema_decay = 0.999  # EMA of params used for sampling and eval; 0 disables.
+
+  c.parallel = ConfigDict()
+  c.parallel.mode = "jit"  # jit (one program over a data x fsdp mesh) | pmap
+  c.parallel.fsdp = 1  # Devices each state leaf is split over (1 = replicated).
+  c.parallel.fsdp_min_size = 2**14  # Smaller leaves stay replicated.
 
   c.train = ConfigDict()
   c.train.num_steps = 1000

@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from gen.core import parallel
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
@@ -102,13 +104,19 @@ class TrainState(struct.PyTreeNode):
                opt_state=tx.init(params), tx=tx, ema_decay=ema_decay)
 
   def apply_gradients(self, grads) -> TrainState:
+    grads = parallel.mean_over_devices(grads)  # pmap: average over devices; jit: as is.
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     params = optax.apply_updates(self.params, updates)
     ema = self.ema_params
     if self.ema_decay > 0:
       # Warm the EMA up so early samples are not dominated by the random init.
-      decay = jnp.minimum(self.ema_decay, (1.0 + self.step) / (10.0 + self.step))
-      ema = optax.incremental_update(params, ema, 1.0 - decay)
+      updated = (opt_state.gradient_step if isinstance(opt_state, optax.MultiStepsState)
+                 else self.step + 1)
+      decay = jnp.minimum(self.ema_decay, updated / (9.0 + updated))
+      new_ema = optax.incremental_update(params, ema, 1.0 - decay)
+      if isinstance(opt_state, optax.MultiStepsState):  # Accumulating: move with the params.
+        new_ema = optax.tree.where(opt_state.mini_step == 0, new_ema, ema)
+      ema = new_ema
     return self.replace(step=self.step + 1, params=params, ema_params=ema, opt_state=opt_state)
 
   @property
@@ -128,7 +136,20 @@ def make_schedule(optim, num_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(optim, num_steps: int) -> optax.GradientTransformation:
-  """Clipping + Adam(W)/SGD on a warmup schedule, from the config's `optim` section."""
+  """Clipping + Adam(W)/SGD on a warmup schedule, from the config's `optim` section.
+
+  `optim.grad_accum_steps = k > 1` averages the gradients of k consecutive batches
+  (`optax.MultiSteps`) before one update: k times the batch in the same memory. Steps
+  still count batches; the schedule counts updates.
+  """
+  k = optim.get("grad_accum_steps", 1)
+  if k < 1:
+    raise ValueError(f"optim.grad_accum_steps must be >= 1, got {k}")
+  tx = _make_update(optim, max(num_steps // k, 1))
+  return optax.MultiSteps(tx, every_k_schedule=k) if k > 1 else tx
+
+
+def _make_update(optim, num_steps: int) -> optax.GradientTransformation:
   lr = make_schedule(optim, num_steps)
   if optim.name == "adamw":
     # Decay weight matrices and embeddings only, not biases and norm scales (as GPT-2 does).

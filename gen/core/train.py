@@ -91,8 +91,9 @@ def evaluate(eval_fn, state, data: Data, put, rng, max_batches: int = 0,
   total = min(total, max_batches) if max_batches else total
   pbar = progress(total, 0, bar)
   for i, batch in enumerate(data.eval_batches(max_batches, batch_size)):
-    mask = batch["mask"]
-    out = jax.device_get(eval_fn(state, put(batch), jax.random.fold_in(rng, i)))
+    batch = put(batch)
+    out, mask = parallel.to_host((eval_fn(state, batch, jax.random.fold_in(rng, i)),
+                                  batch["mask"]))
     for k, v in out.items():
       v = np.asarray(v, np.float64)
       if v.ndim == 0:
@@ -126,19 +127,23 @@ class _Run:
       self.spec = DataSpec(tuple(self.data.shape), self.data.num_classes,
                            config.data.preprocess)
     self.pipeline = build(config, self.spec)
-    self.mesh = parallel.make_mesh()
+    pc = config.get("parallel") or config_lib.base_config().parallel
+    if pc.mode not in parallel.MODES:
+      raise config_lib.ConfigError(
+          f"parallel.mode must be one of {parallel.MODES}, got '{pc.mode}'")
+    if pc.mode == "pmap" and pc.fsdp != 1:
+      raise config_lib.ConfigError("parallel.fsdp > 1 needs parallel.mode='jit'")
+    if pc.mode == "pmap" and jax.process_count() > 1:
+      raise config_lib.ConfigError("parallel.mode='pmap' runs on one process; use 'jit' "
+                                   "across hosts")
+    self.pc = pc
+    self.mesh = parallel.make_mesh(pc.fsdp)
     parallel.check_batch_size(config.data.batch_size, self.mesh)
     parallel.check_batch_size(config.data.eval_batch_size, self.mesh, "data.eval_batch_size")
     self.repl = parallel.replicated(self.mesh)
     self.bsh = parallel.batch_sharding(self.mesh)
     self.keys = _keys(config.seed)
     p = self.pipeline
-
-    def step_fn(state, batch, key):
-      return p.train_step(state, batch, jax.random.fold_in(key, state.step))
-
-    self.step = jax.jit(step_fn, in_shardings=(self.repl, self.bsh, self.repl),
-                        out_shardings=(self.repl, self.repl), donate_argnums=0)
     self.eval_step = jax.jit(p.eval_step)
     num = config.train.num_samples
     if self.tokenizer is not None:  # Unconditional: every sample starts from the start tokens
@@ -156,21 +161,61 @@ class _Run:
   def put(self, batch):
     return parallel.put_batch(batch, self.bsh)
 
+  def put_train(self, batch):
+    """A training batch as the compiled step takes it (pmap: split per device)."""
+    if self.pc.mode == "pmap":
+      return parallel.split_batch(batch, jax.local_device_count())
+    return self.put(batch)
+
+  def view(self, state):
+    """The state as eval, sampling and checkpoints see it: one (possibly sharded) copy."""
+    return parallel.unstack(state, self.mesh) if self.pc.mode == "pmap" else state
+
   def init_or_restore(self, ckpt: Checkpointer, iterator):
+    """The state (fresh, pre-trained or resumed), placed for the step, and its step."""
     example = self.put(self.data.example_batch())
     abstract = jax.eval_shape(self.pipeline.init, self.keys["init"], example)
-    restored = ckpt.restore(abstract_like(abstract, self.repl))
+    shardings = self.repl
+    if self.pc.mode == "jit":
+      shardings = parallel.state_shardings(abstract, self.mesh, self.pc.fsdp_min_size)
+    restored = ckpt.restore(abstract_like(abstract, shardings))
     if restored is not None:
-      step, state, data_state = restored
+      start, state, data_state = restored
       if "iterator" in data_state:
         iterator.set_state(data_state["iterator"])
-      log.info("resumed from step %d in %s", step, ckpt.directory)
-      return state, step
-    init = jax.jit(self.pipeline.init, out_shardings=self.repl)
-    state = init(self.keys["init"], example)
-    if self.config.get("init_from", ""):
-      state = self._load_pretrained(state, self.config.init_from)
-    return state, 0
+      log.info("resumed from step %d in %s", start, ckpt.directory)
+    else:
+      start = 0
+      state = jax.jit(self.pipeline.init, out_shardings=shardings)(self.keys["init"], example)
+      if self.config.get("init_from", ""):
+        state = self._load_pretrained(state, self.config.init_from)
+    if self.pc.mode == "pmap":
+      return parallel.stack(state), start
+    self.state_shardings = shardings
+    return state, start
+
+  def compile_step(self, state, batch):
+    """Compiles the train step for `state` and a batch like `batch`; logs its memory."""
+    p = self.pipeline
+    if self.pc.mode == "pmap":
+      def pmap_step(state, batch, key):
+        key = jax.random.fold_in(jax.random.fold_in(key, state.step), jax.lax.axis_index("d"))
+        with parallel.pmap_axis("d"):
+          state, metrics = p.train_step(state, batch, key)
+        return state, jax.lax.pmean(metrics, "d")
+
+      fn = jax.pmap(pmap_step, axis_name="d", in_axes=(0, 0, None), donate_argnums=0)
+    else:
+      def step(state, batch, key):
+        return p.train_step(state, batch, jax.random.fold_in(key, state.step))
+
+      fn = jax.jit(step, in_shardings=(self.state_shardings, self.bsh, self.repl),
+                   out_shardings=(self.state_shardings, self.repl), donate_argnums=0)
+    compiled = fn.lower(state, batch, self.keys["train"]).compile()
+    view = self.view(state)
+    params = getattr(view, "params", None)
+    log.info("%s", parallel.memory_report(view, compiled, params))
+    return compiled
 
   def _load_pretrained(self, state, source: str):
     """Puts the params of `source`'s newest checkpoint (EMA when kept) into `state`."""
@@ -193,7 +238,8 @@ class _Run:
     """Samples to `images/samples_STEP.*` and `samples.*`: an image grid (+ the family's own
     pictures), or for token data the decoded text (music: MIDI, WAV and a piano roll)."""
     if self.tokenizer is not None:
-      rows = token_rows(self.sample(self.pipeline.sample_params(state), self.keys["sample"]))
+      rows = token_rows(parallel.to_host(
+          self.sample(self.pipeline.sample_params(state), self.keys["sample"])))
       if jax.process_index() != 0:
         return []
       self.tokenizer.write_samples(
@@ -210,11 +256,12 @@ class _Run:
     if self.visualize is not None:
       batch = next(self.data.eval_batches(1))
       pictures.update(self.visualize(state, self.put(batch), self.keys["sample"]))
+    pictures = {k: (parallel.to_host(v[0]), v[1]) for k, v in pictures.items()}
     paths = []
     if jax.process_index() != 0:
       return paths
     for name, (imgs, ncol) in pictures.items():
-      pic = images_lib.grid(postprocess(jax.device_get(imgs), mode), ncol)
+      pic = images_lib.grid(postprocess(np.asarray(imgs), mode), ncol)
       images_lib.save_png(os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"), pic)
       paths.append(images_lib.save_png(os.path.join(self.workdir, f"{name}.png"), pic))
       writer.image(step, name, pic)
@@ -287,9 +334,11 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   writer = MetricWriter(workdir)
   iterator = run.data.train_iterator()
   state, start = run.init_or_restore(ckpt, iterator)
-  n_params = sum(x.size for x in jax.tree.leaves(run.pipeline.sample_params(state)))
-  log.info("%s: %s params, %d devices, global batch %d, steps %d -> %d", config.family,
-           f"{n_params:,}", run.mesh.devices.size, config.data.batch_size, start, tc.num_steps)
+  n_params = sum(x.size for x in jax.tree.leaves(run.pipeline.sample_params(run.view(state))))
+  log.info("%s: %s params, %d devices (%s, mesh %s), global batch %d, steps %d -> %d",
+           config.family, f"{n_params:,}", run.mesh.devices.size, run.pc.mode,
+           dict(run.mesh.shape), config.data.batch_size, start, tc.num_steps)
+  step_fn = None
 
   last_saved = start if start else None
   bar = progress(tc.num_steps, start, tc.progress)
@@ -324,16 +373,17 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   def save(s: int):
     nonlocal last_saved
     drain()
-    if not bool(run.all_finite(state)):
+    view = run.view(state)
+    if not bool(run.all_finite(view)):
       ckpt.wait()
       raise TrainingError(f"non-finite parameters at step {s}; not saved. The last good "
                           f"checkpoint is step {last_saved} in {ckpt.directory}.")
-    ckpt.save(s, state, {"iterator": iterator.get_state(), "step": s})
+    ckpt.save(s, view, {"iterator": iterator.get_state(), "step": s})
     last_saved = s
 
   def run_eval(s: int):
     drain()
-    metrics = evaluate(run.eval_step, state, run.data, run.put, run.keys["eval"],
+    metrics = evaluate(run.eval_step, run.view(state), run.data, run.put, run.keys["eval"],
                        tc.eval_batches)
     metrics.update(run.data.derived_metrics(metrics))
     writer.write(s, metrics, split="eval")
@@ -341,11 +391,14 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
   stopped_by = None
+  sync = parallel.StopSync()
   try:
     with _stop_on_signals(handle_signals) as flag:
       for step in range(start, tc.num_steps):
-        batch = run.put(next(iterator))
-        state, metrics = run.step(state, batch, run.keys["train"])
+        batch = run.put_train(next(iterator))
+        if step_fn is None:
+          step_fn = run.compile_step(state, batch)
+        state, metrics = step_fn(state, batch, run.keys["train"])
         drain()  # The previous step's metrics; this step runs meanwhile.
         s = step + 1
         pending = (s, metrics)
@@ -353,20 +406,23 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
         if tc.eval_every and s % tc.eval_every == 0 and s != tc.num_steps:
           run_eval(s)
         if tc.sample_every and s % tc.sample_every == 0 and s != tc.num_steps:
-          run.write_samples(state, s, writer, bar)
-        preempted = flag["signal"] or (stop_at_step is not None and s >= stop_at_step)
+          run.write_samples(run.view(state), s, writer, bar)
+        signalled = sync.should_stop(s, flag["signal"] is not None)
+        preempted = signalled or (stop_at_step is not None and s >= stop_at_step)
         if (tc.checkpoint_every and s % tc.checkpoint_every == 0) or preempted:
           save(s)
         if preempted:
-          stopped_by = flag["signal"] or f"stop_at_step={stop_at_step}"
+          stopped_by = ((flag["signal"] or "another process's signal") if signalled
+                        else f"stop_at_step={stop_at_step}")
           break
       drain()
-    end = int(jax.device_get(state.step))
+    final = run.view(state)
+    end = int(jax.device_get(final.step))
     if stopped_by is None:
       if last_saved != end:
         save(end)
       run_eval(end)
-      paths = run.write_samples(state, end, writer, bar)
+      paths = run.write_samples(final, end, writer, bar)
       bar.close()
       log.info("done at step %d; wrote %s", end, ", ".join(paths))
     else:
@@ -377,7 +433,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
     bar.close()
     ckpt.close()
     writer.close()
-  return state
+  return final
 
 
 def load_workdir(workdir: str, overrides=(), step: int | None = None):

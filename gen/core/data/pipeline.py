@@ -118,21 +118,28 @@ class Data:
     return ds[self.process_index::self.process_count]
 
   def train_dataset(self) -> grain.MapDataset:
-    """The infinite training stream as a (lazy, random-access) MapDataset of batches."""
+    """The infinite training stream as a (lazy, random-access) MapDataset of batches.
+
+    Every process shuffles and batches the whole training set the same way and keeps its
+    own rows of each global batch, so a run sees the same global batches (and the same
+    preprocessing noise) on any number of processes.
+    """
     mode, flip = self.cfg.preprocess, self.cfg.random_flip
-    n = len(self.train_source) // self.process_count
-    if n < self.batch_size:
-      raise ValueError(f"{self.train_source!r}: {n} examples per process is fewer than one "
-                       f"batch of {self.batch_size}")
+    if len(self.train_source) < self.cfg.batch_size:
+      raise ValueError(f"{self.train_source!r}: {len(self.train_source)} examples is fewer "
+                       f"than one batch of {self.cfg.batch_size}")
 
     def prep(batch, rng):
       return {"image": preprocess(batch["image"], mode, rng, flip), "label": batch["label"]}
 
-    ds = self._process_shard(self.train_source).seed(self.seed).shuffle().repeat(None)
-    ds = ds.batch(self.batch_size, drop_remainder=True)
-    if self.kind == "tokens":
-      return ds  # Token windows need no preprocessing.
-    return ds.random_map(prep, seed=self.seed + 1)
+    ds = grain.MapDataset.source(self.train_source).seed(self.seed).shuffle().repeat(None)
+    ds = ds.batch(self.cfg.batch_size, drop_remainder=True)
+    if self.kind != "tokens":  # Token windows need no preprocessing.
+      ds = ds.random_map(prep, seed=self.seed + 1)
+    if self.process_count == 1:
+      return ds
+    rows = slice(self.process_index * self.batch_size, (self.process_index + 1) * self.batch_size)
+    return ds.map(lambda batch: {k: v[rows] for k, v in batch.items()})
 
   def train_iterator(self) -> grain.DatasetIterator:
     """A checkpointable iterator (`get_state` / `set_state`) with read-ahead."""
