@@ -1,6 +1,7 @@
 """`gen train | sample | eval`: parse flags, load the config, call the core.
 
   gen train --config=FILE[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
+            [--coordinator=auto | --coordinator=HOST:PORT --num_processes=N --process_id=I]
   gen sample --workdir=DIR [--num=64] [--out=FILE.png] [--seed=0] [--step=N] [--KEY=VALUE ...]
   gen sample --workdir=DIR [--prompt=TEXT | --prompt_file=FILE] [--num=N] [--out=FILE.txt] ...
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
@@ -88,9 +89,19 @@ def cmd_train(argv):
   from gen.core import config as config_lib
   from gen.core import train
 
-  values, overrides, _ = _parse(argv, {"config": "", "workdir": ""}, allow_config=True)
+  flags = {"config": "", "workdir": "", "coordinator": "", "num_processes": 0,
+           "process_id": -1, "coordinator_bind": ""}
+  values, overrides, _ = _parse(argv, flags, allow_config=True)
   _require(values, "config", "workdir")
   config = config_lib.load(values["config"], overrides)  # Errors here write nothing.
+  if values["coordinator"]:  # Multi-host: before anything touches a device.
+    from gen.core import parallel
+
+    try:
+      parallel.initialize_distributed(values["coordinator"], values["num_processes"],
+                                      values["process_id"], values["coordinator_bind"])
+    except ValueError as e:
+      raise UsageError(str(e)) from None
   _setup_jax()
   train.train(config, values["workdir"])
   return 0
