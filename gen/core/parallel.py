@@ -50,6 +50,10 @@ def initialize_distributed(coordinator: str = "", num_processes: int = 0, proces
                        f"0 <= --process_id < num_processes (got {num_processes}, {process_id})")
     jax.distributed.initialize(coordinator, num_processes, process_id,
                                coordinator_bind_address=bind_address or None)
+  for handler in log.handlers:  # Tell the processes' log lines apart.
+    fmt = handler.formatter._fmt if handler.formatter else "%(message)s"
+    handler.setFormatter(logging.Formatter(
+        fmt.replace("gen:", f"gen[{jax.process_index()}]:"), "%H:%M:%S"))
   log.info("process %d of %d, %d local / %d global devices", jax.process_index(),
            jax.process_count(), jax.local_device_count(), jax.device_count())
 

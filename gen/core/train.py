@@ -139,7 +139,9 @@ class _Run:
     self.pc = pc
     self.mesh = parallel.make_mesh(pc.fsdp)
     parallel.check_batch_size(config.data.batch_size, self.mesh)
-    parallel.check_batch_size(config.data.eval_batch_size, self.mesh, "data.eval_batch_size")
+    # Eval batches are padded (and the padding masked), so round them up to fill every device.
+    n = self.mesh.devices.size
+    self.eval_batch_size = -(-config.data.eval_batch_size // n) * n
     self.repl = parallel.replicated(self.mesh)
     self.bsh = parallel.batch_sharding(self.mesh)
     self.keys = _keys(config.seed)
@@ -254,7 +256,7 @@ class _Run:
     params = self.pipeline.sample_params(state)
     pictures = {"samples": (self.sample(params, self.keys["sample"]), None)}
     if self.visualize is not None:
-      batch = next(self.data.eval_batches(1))
+      batch = next(self.data.eval_batches(1, self.eval_batch_size))
       pictures.update(self.visualize(state, self.put(batch), self.keys["sample"]))
     pictures = {k: (parallel.to_host(v[0]), v[1]) for k, v in pictures.items()}
     paths = []
@@ -384,7 +386,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   def run_eval(s: int):
     drain()
     metrics = evaluate(run.eval_step, run.view(state), run.data, run.put, run.keys["eval"],
-                       tc.eval_batches)
+                       tc.eval_batches, batch_size=run.eval_batch_size)
     metrics.update(run.data.derived_metrics(metrics))
     writer.write(s, metrics, split="eval")
     bar.write(f"step {s} eval: " + ", ".join(
