@@ -107,6 +107,23 @@ def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str
                       batch)
 
 
+def barrier(name: str, timeout_s: int = 3600) -> None:
+  """Waits until every process gets here (multi-host; no-op on one process).
+
+  Called after compiling and before running a program with collectives: processes compile
+  at different speeds, and CPU collectives (gloo) give up after 30 s of waiting.
+  """
+  if jax.process_count() > 1:
+    from jax._src import distributed
+
+    _BARRIERS[name] = _BARRIERS.get(name, 0) + 1
+    distributed.global_state.client.wait_at_barrier(f"gen_{name}_{_BARRIERS[name]}",
+                                                    timeout_s * 1000)
+
+
+_BARRIERS: dict[str, int] = {}
+
+
 def to_host(tree):
   """Device arrays as numpy, whole on every process (multi-host: gathered)."""
   if jax.process_count() == 1:

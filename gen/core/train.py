@@ -214,6 +214,7 @@ class _Run:
       fn = jax.jit(step, in_shardings=(self.state_shardings, self.bsh, self.repl),
                    out_shardings=(self.state_shardings, self.repl), donate_argnums=0)
     compiled = fn.lower(state, batch, self.keys["train"]).compile()
+    parallel.barrier("compiled_step")
     view = self.view(state)
     params = getattr(view, "params", None)
     log.info("%s", parallel.memory_report(view, compiled, params))
@@ -239,6 +240,7 @@ class _Run:
   def write_samples(self, state, step: int, writer: MetricWriter, bar=None) -> list[str]:
     """Samples to `images/samples_STEP.*` and `samples.*`: an image grid (+ the family's own
     pictures), or for token data the decoded text (music: MIDI, WAV and a piano roll)."""
+    parallel.barrier("samples")
     if self.tokenizer is not None:
       rows = token_rows(parallel.to_host(
           self.sample(self.pipeline.sample_params(state), self.keys["sample"])))
@@ -385,6 +387,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
 
   def run_eval(s: int):
     drain()
+    parallel.barrier("eval")
     metrics = evaluate(run.eval_step, run.view(state), run.data, run.put, run.keys["eval"],
                        tc.eval_batches, batch_size=run.eval_batch_size)
     metrics.update(run.data.derived_metrics(metrics))
