@@ -1,9 +1,11 @@
-"""Denoising networks: an ADM-style UNet and a DiT, both `(x, cond, labels) -> raw output`.
+"""Denoising networks, an ADM-style UNet and a DiT, `(x, cond, labels) -> raw output`, and
+noise-conditional classifiers on their encoders (the UNet's way down, the DiT's blocks),
+`(x, cond) -> logits`.
 
 `cond` [B] is the process's conditioning scalar (O(1); see `objectives.Process.cond`),
 embedded sinusoidally at 1000 * cond. `labels` [B] are class ids in [0, num_classes], the
 last id meaning "no class" (the null label of classifier-free guidance); unconditional
-networks (num_classes = 0) ignore them. The output has the input's shape.
+networks (num_classes = 0) ignore them. A denoiser's output has the input's shape.
 """
 
 from __future__ import annotations
@@ -97,11 +99,15 @@ class UNet(nn.Module):
   groups: int = 32
   num_classes: int = 0
 
-  @nn.compact
-  def __call__(self, x, cond, labels, train: bool = False):
-    emb = Conditioning(4 * self.channels, self.num_classes, self.channels)(cond, labels)
-    res = lambda f: ResBlock(f, self.groups, self.dropout)  # noqa: E731
-    attn = lambda: SelfAttention(self.heads, self.groups)  # noqa: E731
+  def res(self, features: int):
+    return ResBlock(features, self.groups, self.dropout)
+
+  def attn(self):
+    return SelfAttention(self.heads, self.groups)
+
+  def encode(self, x, emb, train: bool):
+    """The way down and the middle: (features at the lowest resolution, skips)."""
+    res, attn = self.res, self.attn
     h = nn.Conv(self.channels, (3, 3))(x)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
@@ -115,7 +121,13 @@ class UNet(nn.Module):
         skips.append(h)
     h = res(h.shape[-1])(h, emb, train)
     h = attn()(h)
-    h = res(h.shape[-1])(h, emb, train)
+    return res(h.shape[-1])(h, emb, train), skips
+
+  @nn.compact
+  def __call__(self, x, cond, labels, train: bool = False):
+    emb = Conditioning(4 * self.channels, self.num_classes, self.channels)(cond, labels)
+    res, attn = self.res, self.attn
+    h, skips = self.encode(x, emb, train)
     for level, mult in reversed(list(enumerate(self.channel_mult))):
       for _ in range(self.num_res_blocks + 1):
         h = res(self.channels * mult)(jnp.concatenate([h, skips.pop()], axis=-1), emb, train)
@@ -127,6 +139,22 @@ class UNet(nn.Module):
         h = nn.Conv(c, (3, 3))(h)
     h = nn.silu(nn.GroupNorm(num_groups(h.shape[-1], self.groups))(h))
     return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
+
+
+class UNetClassifier(UNet):
+  """A noise-conditional classifier `(x, cond) -> logits [B, out_channels]`.
+
+  The UNet's way down and middle, then GroupNorm, SiLU, the mean over positions and a
+  zero-initialized linear layer: ADM's classifier (Dhariwal & Nichol 2021) with mean
+  pooling in place of attention pooling.
+  """
+
+  @nn.compact
+  def __call__(self, x, cond, train: bool = False):
+    emb = Conditioning(4 * self.channels, 0, self.channels)(cond, None)
+    h, _ = self.encode(x, emb, train)
+    h = nn.silu(nn.GroupNorm(num_groups(h.shape[-1], self.groups))(h))
+    return nn.Dense(self.out_channels, kernel_init=nn.initializers.zeros)(h.mean(axis=(1, 2)))
 
 
 class DiTBlock(nn.Module):
@@ -168,22 +196,39 @@ class DiT(nn.Module):
   dropout: float = 0.0
   num_classes: int = 0
 
+  def tokens(self, x, c, train: bool):
+    """Patchify, add positions, run the blocks: [B, patches, dim]."""
+    b, h, w, _ = x.shape
+    p = self.patch
+    tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID")(x)
+    tokens = tokens.reshape(b, (h // p) * (w // p), self.dim)
+    pos = self.param("pos", nn.initializers.normal(0.02), (1,) + tokens.shape[1:])
+    tokens = tokens + pos
+    for _ in range(self.depth):
+      tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout)(tokens, c, train)
+    return tokens
+
   @nn.compact
   def __call__(self, x, cond, labels, train: bool = False):
     b, h, w, _ = x.shape
     p = self.patch
-    gh, gw = h // p, w // p
-    tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID")(x)
-    tokens = tokens.reshape(b, gh * gw, self.dim)
-    pos = self.param("pos", nn.initializers.normal(0.02), (1, gh * gw, self.dim))
-    tokens = tokens + pos
     c = Conditioning(self.dim, self.num_classes, 256)(cond, labels)
-    for _ in range(self.depth):
-      tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout)(tokens, c, train)
+    tokens = self.tokens(x, c, train)
     shift, scale = jnp.split(
         nn.Dense(2 * self.dim, kernel_init=nn.initializers.zeros)(nn.silu(c))[:, None], 2, -1)
     tokens = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6)(tokens)
     tokens = tokens * (1 + scale) + shift
     out = nn.Dense(p * p * self.out_channels, kernel_init=nn.initializers.zeros)(tokens)
-    out = out.reshape(b, gh, gw, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
+    out = out.reshape(b, h // p, w // p, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
     return out.reshape(b, h, w, self.out_channels)
+
+
+class DiTClassifier(DiT):
+  """A noise-conditional classifier `(x, cond) -> logits [B, out_channels]`: the DiT's
+  blocks, LayerNorm, the mean over patches and a zero-initialized linear layer."""
+
+  @nn.compact
+  def __call__(self, x, cond, train: bool = False):
+    c = Conditioning(self.dim, 0, 256)(cond, None)
+    tokens = nn.LayerNorm()(self.tokens(x, c, train))
+    return nn.Dense(self.out_channels, kernel_init=nn.initializers.zeros)(tokens.mean(axis=1))
