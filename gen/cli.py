@@ -5,10 +5,13 @@
   gen sample --workdir=DIR [--num=64] [--out=FILE.png] [--seed=0] [--step=N] [--KEY=VALUE ...]
   gen sample --workdir=DIR [--prompt=TEXT | --prompt_file=FILE] [--num=N] [--out=FILE.txt] ...
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
+  gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
+           [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
 
 Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know are passed
 to the family's sampler as keyword arguments (e.g. `--steps=50` for a diffusion model,
-`--max_new_tokens=500 --temperature=0.8 --top_k=200` for a language model). For token
+`--max_new_tokens=500 --temperature=0.8 --top_k=200` for a language model); so are they
+in `gen eval --metric=fd|fid` (e.g. `--sampler=dpmpp_2m --steps=20`). For token
 models, `--prompt` is encoded with the run's tokenizer (`--prompt_file`: one prompt per
 line, a batch of different lengths); `--num` samples are drawn per prompt (default 1, or
 4 unconditional samples from the start token when there is no prompt).
@@ -201,15 +204,28 @@ def _sample_tokens(values, extra, spec, pipeline, state, step):
   return 0
 
 
+EVAL_FLAGS = {"workdir": "", "num_batches": 0, "out": "", "step": -1, "batch_size": 0,
+              "metric": "", "num_samples": 10000, "fd_classifier": "", "inception": "",
+              "reference": "train", "real": "", "data": "", "seed": 0}
+
+
 def cmd_eval(argv):
-  values, overrides, _ = _parse(argv, {"workdir": "", "num_batches": 0, "out": "", "step": -1,
-                                       "batch_size": 0}, allow_config=True)
+  values, overrides, extra = _parse(argv, EVAL_FLAGS, allow_config=True, allow_extra=True)
+  if values["metric"] in ("fd", "fid"):
+    return _eval_samples(values, overrides, extra)
+  if values["metric"]:
+    raise UsageError(f"--metric must be fd or fid (or absent: the eval split's metrics), "
+                     f"got '{values['metric']}'")
+  if extra:
+    known = ", ".join(f"--{f}" for f in EVAL_FLAGS)
+    raise UsageError(f"unknown flag '--{next(iter(extra))}' (known: {known})")
   _require(values, "workdir")
   _setup_jax()
   import jax
 
   from gen.core import parallel, train
   from gen.core.data import Data
+  from gen.eval import likelihood
 
   config, spec, pipeline, state, step = train.load_workdir(
       values["workdir"], overrides, step=None if values["step"] < 0 else values["step"])
@@ -222,12 +238,46 @@ def cmd_eval(argv):
                            jax.random.key(config.seed + 1), values["num_batches"], bar=True,
                            batch_size=values["batch_size"] or None)
   metrics.update(data.derived_metrics(metrics))
+  metrics.update(likelihood.units(metrics, spec))
+  convention = likelihood.convention(metrics, spec)
   result = {"step": step, "family": config.family, "data": config.data.name,
             "split": config.data.eval_split, **metrics, "seconds": round(time.time() - t0, 1)}
+  if convention:
+    result["convention"] = convention
   out = values["out"] or os.path.join(values["workdir"], "eval.json")
   with open(out, "w") as f:
     json.dump(result, f, indent=2)
   print(json.dumps(result, indent=2))
+  print(f"wrote {out}", file=sys.stderr)
+  return 0
+
+
+def _eval_samples(values, overrides, extra):
+  """`gen eval --metric=fd|fid`: sample, featurize, compare with the real reference split."""
+  if not values["workdir"] and not (values["real"] and values["data"]):
+    raise UsageError("--workdir is required (or --real=SPLIT with --data=NAME)")
+  if values["num_samples"] < 2:
+    raise UsageError(f"--num_samples must be >= 2, got {values['num_samples']}")
+  _setup_jax()
+  from gen.eval import fd
+
+  result = fd.evaluate(
+      values["workdir"], metric=values["metric"], num_samples=values["num_samples"],
+      batch=values["batch_size"] or 500, seed=values["seed"],
+      step=None if values["step"] < 0 else values["step"], ref_split=values["reference"],
+      real_split=values["real"], dataset=values["data"],
+      classifier=values["fd_classifier"], inception=values["inception"], overrides=overrides,
+      sampler_args=extra,
+      check_args=lambda pipeline, family: _check_sampler_args(pipeline, extra, family))
+  out = values["out"] or (os.path.join(values["workdir"], f"{values['metric']}.json")
+                          if values["workdir"] else f"{values['metric']}-{values['data']}.json")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(json.dumps(result, indent=2))
+  print(fd.summary(result))
+  if "warning" in result:
+    print(result["warning"], file=sys.stderr)
   print(f"wrote {out}", file=sys.stderr)
   return 0
 

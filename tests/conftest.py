@@ -34,6 +34,8 @@ TINY_DIFFUSION = {"model.unet.channels": 8, "model.unet.channel_mult": (1,),
                   "model.dit.depth": 1, "model.dit.heads": 2, "diffusion.sample_steps": 2,
                   **TINY_TRAIN}
 
+TINY_CLASSIFIER = {"model.channels": (8,), "model.features": 8, **TINY_TRAIN}
+
 
 def config_path(*parts):
   return os.path.join(ROOT, "configs", *parts)

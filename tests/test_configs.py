@@ -2,20 +2,22 @@
 
 import contextlib
 import glob
+import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_DIFFUSION, TINY_GAN, TINY_LM, TINY_PIXELCNN, TINY_VAE
+from conftest import (ROOT, TINY_CLASSIFIER, TINY_DIFFUSION, TINY_GAN, TINY_LM, TINY_PIXELCNN,
+                      TINY_VAE)
 
 from gen.core import config as config_lib
 from gen.core import train as train_lib
 
 # Per-family overrides that shrink a config to seconds on a CPU, and the pictures it leaves.
 TINY = {"vae": TINY_VAE, "pixelcnn": TINY_PIXELCNN, "gan": TINY_GAN, "lm": TINY_LM,
-        "diffusion": TINY_DIFFUSION}
+        "diffusion": TINY_DIFFUSION, "classifier": TINY_CLASSIFIER}
 PICTURES = {"vae": ("samples", "reconstructions", "interpolations"),
             "pixelcnn": ("samples", "completions"), "gan": ("samples", "interpolations"),
             "diffusion": ("samples",)}
@@ -32,6 +34,8 @@ def test_config_trains_shrunk(path, tmp_path, request):
     overrides["data.dir"] = request.getfixturevalue("shared_data")
   config_lib.apply_overrides(config, overrides)
   config_lib.validate(config)
+  if "pairs" in config.data:  # Preference pairs (DPO) come from a trained run: a few stand-ins.
+    config.data.pairs = _stand_in_pairs(config, tmp_path / "pairs.jsonl")
   mock = contextlib.nullcontext()
   if config.data.name.startswith("tfds:"):  # No network here: TFDS's mock data, same shapes.
     mock = __import__("tensorflow_datasets").testing.mock_data(num_examples=32)
@@ -42,3 +46,14 @@ def test_config_trains_shrunk(path, tmp_path, request):
     assert glob.glob(str(tmp_path / f"{name}.*")), name
   floats = [np.asarray(x) for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
   assert floats and all(np.all(np.isfinite(x)) for x in floats)
+
+
+def _stand_in_pairs(config, path):
+  from gen.core.data.text import build_tokenizer
+
+  start = build_tokenizer(config.data).start_ids or [0]
+  with open(path, "w") as f:
+    for i in range(config.data.batch_size):
+      f.write(json.dumps({"prompt_ids": start, "chosen_ids": [2, 3 + i % 3],
+                          "rejected_ids": [4, 2]}) + "\n")
+  return str(path)

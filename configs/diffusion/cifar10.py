@@ -11,8 +11,9 @@ Result:    not measured here (needs an accelerator). Published anchors, uncondit
            steps) 3.17 (Ho et al. 2020); EDM 1.97 at 35 NFE (Karras et al. 2022), which needs
            --config.diffusion.objective=edm --config.diffusion.sampler=heun
            --config.diffusion.sample_steps=18 and their larger DDPM++ network, so expect
-           between the two with this UNet. gen has no FID evaluator yet: `eval_step`
-           reports the denoising loss only.
+           between the two with this UNet. FID: `gen eval --workdir=runs/diffusion-cifar10
+           --metric=fid --inception=pt_inception-2015-12-05-6726825d.pth --num_samples=50000
+           --sampler=ddpm --steps=1000` (weights supplied by path, gen/eval/inception.py).
 Reference: Ho et al. 2020 (DDPM): ch 128, ch_mult (1, 2, 2, 2), 2 res blocks, attention at
            16x16, dropout 0.1, lr 2e-4, batch 128, EMA 0.9999, random flips; 35.7M params
            without ADM's scale-shift norm, which this UNet uses (Dhariwal & Nichol 2021).

@@ -9,8 +9,9 @@ Run:       gen train --config=configs/gan/cifar10.py --workdir=runs/gan-cifar10
            (tfds:cifar10 needs `tfds build cifar10` once where there is a network.)
 Hardware:  an accelerator (not run here: this project's machine is a 2-core CPU).
 Wall time: not measured here (needs an accelerator).
-Result:    not measured here; there is no Frechet-distance metric in gen yet, so even a run
-           would report only the discriminator's accuracies and sample grids.
+Result:    not measured here. FID: `gen eval --workdir=runs/gan-cifar10 --metric=fid
+           --inception=pt_inception-2015-12-05-6726825d.pth --num_samples=50000` (the FID
+           weights file, supplied by path; see gen/eval/inception.py).
 Reference: CIFAR-10 FID, unconditional, 100% data: StyleGAN2 11.07, DiffAugment-StyleGAN2
            9.89 (Zhao et al. 2020). Those are much larger models; this DCGAN-sized
            network should be expected to land well above them.

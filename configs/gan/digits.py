@@ -12,6 +12,10 @@ Result:    step 8000, last 100 steps: loss_d 1.115, loss_g 0.937, D accuracy 0.7
            scikit-learn MLP digit classifier, 99.0% on the real test split, not part of gen):
            confident (p > 0.9) on 79.5% of 2000 samples (real test images: 95.6%), each class
            predicted for 8-12% of them.
+FD:        FD (gen classifier features, digits) 11.65 from 10,000 EMA samples, precision
+           0.709, recall 0.897 (at 297 samples: 12.67; the 297 real test images: 18.18, not a
+           floor on digits, see docs/RESULTS.md). `gen eval --workdir=runs/gan-digits
+           --metric=fd --fd_classifier=runs/classifier-digits`: 8 s (10,618 samples/s).
 """
 
 from gen.core.config import ConfigDict, base_config

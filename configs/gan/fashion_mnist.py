@@ -15,6 +15,10 @@ Result:    step 3000, last 100 steps: loss_d 0.960, loss_g 1.280, D accuracy 0.7
            and bags blurrier; no collapse. Outside check (a scikit-learn MLP classifier,
            89.3% on the real test split, not part of gen): confident (p > 0.9) on 52.4% of
            2000 samples (real test images: 82.3%), each class predicted for 3.3-16.0%.
+FD:        FD (gen classifier features, fashion_mnist) 36.03 from 10,000 EMA samples,
+           precision 0.733, recall 0.787 (35.39 from 2,000); real test images: 0.061. `gen eval
+           --workdir=runs/gan-fashion --metric=fd --fd_classifier=runs/classifier-fashion_mnist`:
+           43 s, 539 samples/s, with other jobs on the CPU (docs/RESULTS.md).
 """
 
 from gen.core.config import ConfigDict, base_config
