@@ -5,6 +5,10 @@ predicts the last `seq_len` (teacher forcing). The loss is the mean next-token
 cross-entropy in nats; `gen eval` averages it over every token of the eval split, and
 the data source adds perplexity and the loss per character (text) or per time step
 (music).
+
+A `finetune` config section with a `method` switches to fine-tuning from feedback
+(`gen.lm.finetune`): REINFORCE or PPO against a reward, or DPO from preference pairs.
+Plain supervised fine-tuning is this pipeline with `config.init_from`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ from gen.lm.models import make_model
 
 
 def make(config, spec: DataSpec) -> Pipeline:
+  """The next-token pipeline, or the fine-tuning one when `finetune.method` is set."""
+  finetune = config.get("finetune", None)
+  if finetune is not None and finetune.get("method", ""):
+    from gen.lm.finetune import make as make_finetune
+
+    return make_finetune(config, spec)
+  return make_lm(config, spec)
+
+
+def make_lm(config, spec: DataSpec) -> Pipeline:
+  """Next-token training, eval and cached sampling for the model in `config.model`."""
   if spec.kind != "tokens":
     raise ConfigError("the lm family models token data: use a text:PATH, tfds text or "
                       "jsb_chorales source and set data.seq_len")

@@ -2,7 +2,8 @@
 
 Image sources give `{"image", "label"}` batches; token sources (a config with
 `data.seq_len`, or `jsb_chorales`) give `{"tokens": int32[B, seq_len + 1]}` windows and
-carry the tokenizer (see `gen.core.data.text`).
+carry the tokenizer (see `gen.core.data.text`). A token config with `data.pairs` trains
+on preference pairs instead (`gen.core.data.pairs`); its eval split stays token windows.
 
 The training iterator is infinite, reshuffled every epoch from `config.seed`, and
 checkpointable: `it.get_state()` is a small JSON-able dict that the trainer saves
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 import grain
 import numpy as np
 
-from gen.core.data import sources, text, tokenizers
+from gen.core.data import pairs, sources, text, tokenizers
 
 PREPROCESS = ("scale", "dequantize", "binarize", "unit")
 
@@ -86,6 +87,8 @@ class Data:
     self._eval_source = None
 
   def _load(self, split: str, train: bool):
+    if self.kind == "tokens" and train and self.cfg.get("pairs", ""):  # Preference pairs (DPO).
+      return pairs.PairSource(self.cfg.pairs, self.seq_len, self.tokenizer)
     if self.kind == "tokens":
       return text.load(self.cfg.name, split, self.cfg.dir, self.seq_len, self.tokenizer, train)
     return sources.load(self.cfg.name, split, self.cfg.dir)

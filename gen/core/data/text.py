@@ -14,7 +14,9 @@ next-token targets), as nanoGPT draws them:
 Sources:
 - `text:PATH`: a UTF-8 text file (a relative PATH not found from the working directory
   is looked up in `data.dir` / `$GEN_DATA_DIR`); `train` is its first 90%, `val` the
-  last 10% (nanoGPT's contiguous split, so val losses are comparable).
+  last 10% (nanoGPT's contiguous split, so val losses are comparable). A split may be
+  cut by percent, TFDS-style: `val[:50%]` is the first half of `val`, `train[10%:20%]`
+  a tenth of `train` (e.g. to fine-tune on part of a text and evaluate on the rest).
 - `tfds:NAME` with a `text` feature (tiny_shakespeare, lm1b): the split's records
   joined by newlines (read into memory; lm1b is large).
 - `jsb_chorales`: see `gen.core.data.music`.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 
@@ -82,6 +85,13 @@ def read_text(name: str, split: str, data_dir: str = "") -> str:
   """The raw text of split `split` of a `text:PATH` or `tfds:NAME` source."""
   from gen.core.data.sources import DataError, resolve_base
 
+  cut = re.fullmatch(r"(\w+)\[(\d*)%?:(\d*)%?\]", split)
+  if cut:  # `split[a%:b%]`: a contiguous part of the split.
+    whole = read_text(name, cut.group(1), data_dir)
+    a, b = int(cut.group(2) or 0), int(cut.group(3) or 100)
+    if not 0 <= a < b <= 100:
+      raise DataError(f"split '{split}': percentages must satisfy 0 <= start < end <= 100")
+    return whole[len(whole) * a // 100:len(whole) * b // 100]
   if name.startswith("text:"):
     path = name[len("text:"):]
     if not os.path.isfile(path) and not os.path.isabs(path):  # Relative to the data folder.
@@ -95,7 +105,8 @@ def read_text(name: str, split: str, data_dir: str = "") -> str:
       raise DataError(f"{path} is not UTF-8 text ({e})") from e
     n = int(TRAIN_FRACTION * len(text))
     if split not in TEXT_SPLITS:
-      raise DataError(f"text files have splits 'train' (first 90%) and 'val', not '{split}'")
+      raise DataError(f"text files have splits 'train' (first 90%) and 'val' (or a part, "
+                      f"like 'val[:50%]'), not '{split}'")
     return text[:n] if split == "train" else text[n:]
   if name.startswith("tfds:"):
     import tensorflow_datasets as tfds
