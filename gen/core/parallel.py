@@ -154,11 +154,15 @@ def mean_over_devices(tree):
 
 
 def stack(tree):
-  """A state as a pmap state: one copy per local device along a new leading axis."""
+  """A state as a pmap state: one copy per local device along a new leading axis (each
+  device receives its own copy; none is built whole on one device)."""
   devices = jax.local_devices()  # pmap's order.
   sharding = NamedSharding(Mesh(np.array(devices), ("d",)), P("d"))
-  return jax.tree.map(
-      lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + x.shape), sharding), tree)
+
+  def put(x):
+    shards = [jax.device_put(x[None], d) for d in devices]
+    return jax.make_array_from_single_device_arrays((len(devices),) + x.shape, sharding, shards)
+  return jax.tree.map(put, tree)
 
 
 def unstack(tree, mesh: Mesh):
