@@ -26,19 +26,28 @@ import jax.numpy as jnp
 
 
 def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
-  """Tempered logits with tokens outside top-k / top-p set to -inf. logits: [B, V]."""
+  """Tempered logits with tokens outside top-k / top-p set to -inf. logits: [B, V].
+
+  The sort that both filters need runs only when one of them can remove a token
+  (0 < top_k < V, or top_p < 1); otherwise the tempered logits pass through.
+  """
   vocab = logits.shape[-1]
   x = logits / jnp.maximum(temperature, 1e-6)
-  ordered = jnp.sort(x, axis=-1)[:, ::-1]  # Descending.
-  k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
-  kth = jnp.take_along_axis(ordered, jnp.broadcast_to(k - 1, (x.shape[0], 1)), axis=-1)
-  probs = jax.nn.softmax(ordered, axis=-1)
-  # Keep sorted token i if the mass before it is < p: the smallest set reaching p.
-  before = jnp.cumsum(probs, axis=-1) - probs
-  keep_sorted = before < top_p
-  pth = jnp.min(jnp.where(keep_sorted, ordered, jnp.inf), axis=-1, keepdims=True)
-  threshold = jnp.maximum(kth, pth)
-  return jnp.where(x >= threshold, x, -jnp.inf)
+
+  def filtered(x):
+    ordered = jnp.sort(x, axis=-1)[:, ::-1]  # Descending.
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
+    kth = jnp.take_along_axis(ordered, jnp.broadcast_to(k - 1, (x.shape[0], 1)), axis=-1)
+    probs = jax.nn.softmax(ordered, axis=-1)
+    # Keep sorted token i if the mass before it is < p: the smallest set reaching p.
+    before = jnp.cumsum(probs, axis=-1) - probs
+    keep_sorted = before < top_p
+    pth = jnp.min(jnp.where(keep_sorted, ordered, jnp.inf), axis=-1, keepdims=True)
+    threshold = jnp.maximum(kth, pth)
+    return jnp.where(x >= threshold, x, -jnp.inf)
+
+  active = ((top_k > 0) & (top_k < vocab)) | (top_p < 1)
+  return jax.lax.cond(active, filtered, lambda x: x, x)
 
 
 def choose(logits: jax.Array, rng, temperature, top_k, top_p) -> jax.Array:

@@ -3,7 +3,10 @@
 Attention goes through `jax.nn.dot_product_attention`, so GPUs get the fused cuDNN kernel
 where shapes and dtypes allow and other backends the XLA reference. The cache is plain
 state passed in and returned (no mutable Flax collections): `{"k", "v"}` arrays of shape
-`[B, max_len, heads, head_dim]`, written at the absolute positions of the new tokens.
+`[B, heads, max_len, head_dim]`, written at the absolute positions of the new tokens. That
+head-major layout is the one the attention matmuls contract over, so decoding reads the
+cache in place; a `[B, max_len, heads, head_dim]` cache made XLA copy it into this order in
+every layer at every token.
 """
 
 from __future__ import annotations
@@ -30,8 +33,24 @@ def rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Arr
 def init_cache(batch: int, max_len: int, num_layers: int, num_heads: int, head_dim: int,
                dtype=jnp.float32) -> list[dict[str, jax.Array]]:
   """An empty cache for `num_layers` attention layers."""
-  z = jnp.zeros((batch, max_len, num_heads, head_dim), dtype)
+  z = jnp.zeros((batch, num_heads, max_len, head_dim), dtype)
   return [{"k": z, "v": z} for _ in range(num_layers)]
+
+
+def cached_attention(q: jax.Array, keys: jax.Array, values: jax.Array,
+                     mask: jax.Array) -> jax.Array:
+  """Attention of new queries to a head-major cache.
+
+  q: [B, S, heads, head_dim]; keys, values: [B, heads, max_len, head_dim]; mask: [S, max_len]
+  (True where a query may look). Returns [B, S, heads, head_dim]. The same math as
+  `jax.nn.dot_product_attention` (scaled by 1/sqrt(head_dim), softmax in float32), written
+  as two einsums so the cache is contracted in its own layout.
+  """
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum("bshd,bhtd->bhst", q, keys).astype(jnp.float32) * scale
+  logits = jnp.where(mask[None, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+  return jnp.einsum("bhst,bhtd->bshd", probs, values)
 
 
 class CausalSelfAttention(nn.Module):
@@ -67,13 +86,12 @@ class CausalSelfAttention(nn.Module):
       new_cache = None
     else:
       start = positions[0]
-      keys = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, start, 0, 0))
-      values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype),
-                                            (0, start, 0, 0))
+      write = lambda c, new: jax.lax.dynamic_update_slice(  # noqa: E731
+          c, new.transpose(0, 2, 1, 3).astype(c.dtype), (0, 0, start, 0))
+      keys, values = write(cache["k"], k), write(cache["v"], v)  # [B, heads, max_len, hd]
       # Query i (at positions[i]) sees cached slots 0..positions[i]; later slots are stale.
-      mask = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [S, max_len]
-      y = jax.nn.dot_product_attention(q, keys.astype(q.dtype), values.astype(q.dtype),
-                                       mask=mask[None, None])
+      mask = jnp.arange(keys.shape[2])[None, :] <= positions[:, None]  # [S, max_len]
+      y = cached_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
       new_cache = {"k": keys, "v": values}
     y = nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
                         kernel_init=self.out_init, name="out")(y)
