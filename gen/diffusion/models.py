@@ -16,7 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gen.nn.conv import UpsampleConv
 from gen.nn.embeddings import sinusoidal
+from gen.nn.norm import GroupNorm
 
 TIME_SCALE = 1000.0
 
@@ -51,10 +53,10 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
-    h = nn.silu(nn.GroupNorm(num_groups(x.shape[-1], self.groups))(x))
+    h = nn.silu(GroupNorm(num_groups(x.shape[-1], self.groups))(x))
     h = nn.Conv(self.features, (3, 3))(h)
     scale, shift = jnp.split(nn.Dense(2 * self.features)(nn.silu(emb)), 2, axis=-1)
-    h = nn.GroupNorm(num_groups(self.features, self.groups))(h)
+    h = GroupNorm(num_groups(self.features, self.groups))(h)
     h = h * (1.0 + scale[:, None, None]) + shift[:, None, None]
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
     h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros)(h)
@@ -73,7 +75,7 @@ class SelfAttention(nn.Module):
   def __call__(self, x):
     b, h, w, c = x.shape
     heads = math.gcd(self.heads, c)
-    y = nn.GroupNorm(num_groups(c, self.groups))(x).reshape(b, h * w, c)
+    y = GroupNorm(num_groups(c, self.groups))(x).reshape(b, h * w, c)
     qkv = nn.DenseGeneral((3, heads, c // heads))(y)  # [B, L, 3, heads, head_dim]
     out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     out = nn.DenseGeneral(c, axis=(-2, -1), kernel_init=nn.initializers.zeros)(out)
@@ -134,10 +136,8 @@ class UNet(nn.Module):
         if h.shape[1] in self.attn_resolutions:
           h = attn()(h)
       if level > 0:
-        b, hh, ww, c = h.shape
-        h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), "nearest")
-        h = nn.Conv(c, (3, 3))(h)
-    h = nn.silu(nn.GroupNorm(num_groups(h.shape[-1], self.groups))(h))
+        h = UpsampleConv(h.shape[-1])(h)  # nearest 2x, then a 3x3 conv
+    h = nn.silu(GroupNorm(num_groups(h.shape[-1], self.groups))(h))
     return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
 
 
@@ -153,7 +153,7 @@ class UNetClassifier(UNet):
   def __call__(self, x, cond, train: bool = False):
     emb = Conditioning(4 * self.channels, 0, self.channels)(cond, None)
     h, _ = self.encode(x, emb, train)
-    h = nn.silu(nn.GroupNorm(num_groups(h.shape[-1], self.groups))(h))
+    h = nn.silu(GroupNorm(num_groups(h.shape[-1], self.groups))(h))
     return nn.Dense(self.out_channels, kernel_init=nn.initializers.zeros)(h.mean(axis=(1, 2)))
 
 

@@ -1,0 +1,56 @@
+"""Shared layers compute exactly what the textbook forms they replace compute."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gen.nn.conv import UpsampleConv, upsample_conv
+from gen.nn.norm import GroupNorm
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 5, 4, 12), 4), ((2, 3, 3, 8), 1), ((2, 6, 16), 8)])
+def test_group_norm_matches_flax(shape, groups):
+  x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), shape)
+  ours, theirs = GroupNorm(groups), nn.GroupNorm(groups)
+  params = theirs.init(jax.random.key(1), x)
+  assert jax.tree.structure(ours.init(jax.random.key(1), x)) == jax.tree.structure(params)
+  # Non-trivial affine parameters, so a wrong scale/bias broadcast would show.
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=2e-5)
+
+  def loss(module):
+    return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
+  g_theirs = jax.grad(loss(theirs), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), g_ours, g_theirs)
+
+
+def test_group_norm_rejects_groups_that_do_not_divide():
+  with pytest.raises(ValueError, match="10 channels do not split into 4 groups"):
+    GroupNorm(4).init(jax.random.key(0), jnp.zeros((1, 2, 2, 10)))
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (4, 4), (7, 5)])
+def test_upsample_conv_is_resize_then_conv(hw):
+  x = jax.random.normal(jax.random.key(0), (2, *hw, 3))
+  conv = nn.Conv(5, (3, 3))
+  params = conv.init(jax.random.key(1), jnp.zeros((1, 2 * hw[0], 2 * hw[1], 3)))
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero bias
+  up = jax.image.resize(x, (2, 2 * hw[0], 2 * hw[1], 3), "nearest")
+  want = conv.apply(params, up)
+  got = UpsampleConv(5).apply(params, x)  # the same parameter tree as the Conv it replaces
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  # And the gradient through it, for training.
+  kernel, bias = params["params"]["kernel"], params["params"]["bias"]
+  g_got = jax.grad(lambda x: jnp.sum(upsample_conv(x, kernel, bias) ** 2))(x)
+  g_want = jax.grad(lambda x: jnp.sum(conv.apply(params, jax.image.resize(
+      x, (2, 2 * hw[0], 2 * hw[1], 3), "nearest")) ** 2))(x)
+  np.testing.assert_allclose(g_got, g_want, rtol=1e-4, atol=1e-3)
+
+
+def test_upsample_conv_rejects_a_kernel_of_the_wrong_shape():
+  with pytest.raises(ValueError, match=r"must be \[3, 3, 4, O\]"):
+    upsample_conv(jnp.zeros((1, 2, 2, 4)), jnp.zeros((3, 3, 3, 8)))
