@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gen.core import config as config_lib
+from gen.core import xla
 from gen.core.data.music import ChoraleTokenizer
 from gen.core.pipeline import DataSpec
 from gen.core.train import build
@@ -67,10 +68,11 @@ def random_batch(spec: DataSpec, n: int, rng) -> dict[str, jax.Array]:
   return {"image": image, "label": jax.random.randint(k2, (n,), 0, max(spec.num_classes, 1))}
 
 
-def compile_timed(fn: Callable, *args, donate: tuple[int, ...] = ()):
-  """(compiled, seconds to compile) of `jax.jit(fn)` for `args`."""
+def compile_timed(fn: Callable, *args, donate: tuple[int, ...] = (), options=None):
+  """(compiled, seconds to compile) of `jax.jit(fn)` for `args`, with a pipeline's XLA
+  `options` (`gen.core.xla`)."""
   t0 = time.perf_counter()
-  compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+  compiled = xla.jit(fn, options, donate_argnums=donate).lower(*args).compile()
   return compiled, time.perf_counter() - t0
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from gen.core import config as config_lib
+from gen.core import xla
 from gen.core.data import Data
 from gen.core.pipeline import DataSpec
 from gen.pixelcnn import make
@@ -39,7 +40,8 @@ def main():
              "device": str(jax.devices()[0].device_kind)}
   outs = {}
   for name in ("fast", "naive"):
-    fn = jax.jit(lambda p, r, name=name: pipe.sample(p, r, args.batch, sampler=name))
+    fn = xla.jit(lambda p, r, name=name: pipe.sample(p, r, args.batch, sampler=name),
+                 pipe.compiler_options)
     t0 = time.perf_counter()
     compiled = fn.lower(state.params, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0

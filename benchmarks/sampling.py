@@ -49,11 +49,12 @@ def diffusion(pipe, spec, params, sampler: str, steps: int, batch: int) -> measu
   """`sampler` at `steps` on `batch` images; the network counted NFE times."""
   net, rng = pipe.functions["net"], jax.random.key(1)
   fn = lambda p, r: pipe.sample(p, r, batch, sampler=sampler, steps=steps)  # noqa: E731
-  (compiled, compile_s), calls = count_calls(net, lambda: measure.compile_timed(fn, params, rng))
+  (compiled, compile_s), calls = count_calls(
+      net, lambda: measure.compile_timed(fn, params, rng, options=pipe.compiler_options))
   x, cond = jnp.zeros((batch,) + tuple(spec.shape)), jnp.ones((batch,))
   one, _ = measure.compile_timed(
       lambda p, x: pipe.functions["apply_fn"](p)(x, cond, jnp.zeros((batch,), jnp.int32)),
-      params, x)
+      params, x, options=pipe.compiler_options)
   n = nfe(sampler, steps)
   reported = measure.cost(compiled)
   # The program holds `calls` evaluations of the network; a run does n of them.
@@ -74,7 +75,7 @@ def lm(pipe, spec, params, batch: int, new_tokens: int, prompt_len: int = 1,
   rng = jax.random.key(1)
   fn = lambda p, r: pipe.sample(p, r, batch, prompt, lens, max_new_tokens=new_tokens,  # noqa: E731
                                 **sample_kw)
-  compiled, compile_s = measure.compile_timed(fn, params, rng)
+  compiled, compile_s = measure.compile_timed(fn, params, rng, options=pipe.compiler_options)
   if not (jax.device_get(compiled(params, rng))[:, -1] >= 0).all():
     raise RuntimeError("a row stopped before max_new_tokens")
   # One iteration of the decoding loop: one token through the cached model, then a choice.
@@ -85,7 +86,8 @@ def lm(pipe, spec, params, batch: int, new_tokens: int, prompt_len: int = 1,
     logits, cache = apply(p, tok, jnp.array([prompt_len], jnp.int32), cache)
     return choose(logits[:, -1], r, kw["temperature"], kw["top_k"], kw["top_p"]), cache
 
-  body, _ = measure.compile_timed(step, params, prompt[:, :1], init_cache(batch), rng)
+  body, _ = measure.compile_timed(step, params, prompt[:, :1], init_cache(batch), rng,
+                                  options=pipe.compiler_options)
   reported = measure.cost(compiled)
   corrected = measure.loop_corrected(reported, [(measure.cost(body), new_tokens)])
   return measure.Bench({"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens},
@@ -98,19 +100,20 @@ def pixelcnn(pipe, spec, params, sampler: str, batch: int) -> measure.Bench:
   model, rng = pipe.functions["model"], jax.random.key(1)
   h, w, _ = spec.shape
   fn = lambda p, r: pipe.sample(p, r, batch, sampler=sampler)  # noqa: E731
-  compiled, compile_s = measure.compile_timed(fn, params, rng)
+  compiled, compile_s = measure.compile_timed(fn, params, rng, options=pipe.compiler_options)
   x = jnp.zeros((batch,) + tuple(spec.shape))
   labels = jnp.zeros((batch,), jnp.int32) if model.num_classes else None
   run = lambda method: lambda p, *a: model.apply({"params": p}, *a, method=method)  # noqa: E731
   if sampler == "naive":  # The whole network once per pixel.
-    net, _ = measure.compile_timed(run(None), params, x, labels)
+    net, _ = measure.compile_timed(run(None), params, x, labels, options=pipe.compiler_options)
     loops = [(measure.cost(net), h * w)]
   else:  # The vertical stack once per row, the horizontal one once per pixel.
-    vert, _ = measure.compile_timed(run(GatedPixelCNN.vertical), params, x, labels)
+    vert, _ = measure.compile_timed(run(GatedPixelCNN.vertical), params, x, labels,
+                                    options=pipe.compiler_options)
     feats = [jnp.zeros((batch, 1) + f.shape[2:], f.dtype) for f in jax.eval_shape(
         lambda p: model.apply({"params": p}, x, labels, method=GatedPixelCNN.vertical), params)]
     horiz, _ = measure.compile_timed(run(GatedPixelCNN.horizontal), params, x[:, :1], feats,
-                                     labels)
+                                     labels, options=pipe.compiler_options)
     loops = [(measure.cost(vert), h), (measure.cost(horiz), h * w)]
   reported = measure.cost(compiled)
   return measure.Bench({"sampler": sampler, "batch": batch}, lambda: compiled(params, rng),
@@ -121,7 +124,8 @@ def pixelcnn(pipe, spec, params, sampler: str, batch: int) -> measure.Bench:
 def single(pipe, params, batch: int) -> measure.Bench:
   """A loop-free sampler (GAN, VAE) on `batch` images."""
   rng = jax.random.key(1)
-  compiled, compile_s = measure.compile_timed(lambda p, r: pipe.sample(p, r, batch), params, rng)
+  compiled, compile_s = measure.compile_timed(lambda p, r: pipe.sample(p, r, batch), params, rng,
+                                              options=pipe.compiler_options)
   if measure.model_loops(compiled):
     raise RuntimeError("a loop in the sampler: its cost needs a trip-count correction")
   reported = measure.cost(compiled)

@@ -36,7 +36,8 @@ def bench(config, spec, pipe, batch: int | None = None) -> measure.Bench:
   state = jax.jit(pipe.init)(jax.random.key(0), data)
   rng = jax.random.key(1)
   compiled, compile_s = measure.compile_timed(
-      lambda s, b, r: pipe.train_step(s, b, r)[0], state, data, rng, donate=(0,))
+      lambda s, b, r: pipe.train_step(s, b, r)[0], state, data, rng, donate=(0,),
+      options=pipe.compiler_options)
   if measure.model_loops(compiled):
     raise RuntimeError("a loop in the train step: its cost needs a trip-count correction")
   box = [state]

@@ -118,7 +118,7 @@ def cmd_sample(argv):
   _setup_jax()
   import jax
 
-  from gen.core import images, train
+  from gen.core import images, train, xla
   from gen.core.data import postprocess
 
   config, spec, pipeline, state, step = train.load_workdir(
@@ -129,7 +129,8 @@ def cmd_sample(argv):
     raise UsageError(f"--prompt is for token models; this workdir holds a {config.family} "
                      "model of images")
   _check_sampler_args(pipeline, extra, config.family)
-  fn = jax.jit(lambda p, rng: pipeline.sample(p, rng, values["num"] or 64, **extra))
+  fn = xla.jit(lambda p, rng: pipeline.sample(p, rng, values["num"] or 64, **extra),
+               pipeline.compiler_options)
   t0 = time.time()
   x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
   ncol = values["ncol"] or None
@@ -155,7 +156,7 @@ def _sample_tokens(values, extra, spec, pipeline, state, step):
   """Encodes the prompts, decodes in one compiled loop, writes text (or MIDI/WAV + roll)."""
   import jax
 
-  from gen.core import train
+  from gen.core import train, xla
   from gen.core.data import tokenizers as tok_lib
 
   tokenizer = tok_lib.load(values["workdir"])
@@ -183,7 +184,8 @@ def _sample_tokens(values, extra, spec, pipeline, state, step):
                        "begin from; give at least one token of text")
     rows = [r or list(tokenizer.start_ids) for r in rows]
   prompt_ids, lens = tok_lib.pad_prompts([r for r in rows for _ in range(num)])
-  fn = jax.jit(lambda p, rng, x, n: pipeline.sample(p, rng, x.shape[0], x, n, **extra))
+  fn = xla.jit(lambda p, rng, x, n: pipeline.sample(p, rng, x.shape[0], x, n, **extra),
+               pipeline.compiler_options)
   t0 = time.time()
   try:
     out_tokens = fn(pipeline.sample_params(state), jax.random.key(values["seed"]), prompt_ids,
@@ -223,7 +225,7 @@ def cmd_eval(argv):
   _setup_jax()
   import jax
 
-  from gen.core import parallel, train
+  from gen.core import parallel, train, xla
   from gen.core.data import Data
   from gen.eval import likelihood
 
@@ -232,7 +234,7 @@ def cmd_eval(argv):
   data = Data(config, workdir=values["workdir"])
   mesh = parallel.make_mesh()
   bsh = parallel.batch_sharding(mesh)
-  eval_fn = jax.jit(pipeline.final_eval_step or pipeline.eval_step)
+  eval_fn = xla.jit(pipeline.final_eval_step or pipeline.eval_step, pipeline.compiler_options)
   t0 = time.time()
   metrics = train.evaluate(eval_fn, state, data, lambda b: parallel.put_batch(b, bsh),
                            jax.random.key(config.seed + 1), values["num_batches"], bar=True,

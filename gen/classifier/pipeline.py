@@ -15,6 +15,7 @@ import optax
 
 from gen.classifier.models import CNN
 from gen.core.config import ConfigError
+from gen.core import xla
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 
 
@@ -64,4 +65,5 @@ def make(config, spec: DataSpec) -> Pipeline:
     return jnp.full((num,) + tuple(spec.shape), blank, jnp.float32)
 
   return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                  functions={"logits": logits, "features": features})
+                  functions={"logits": logits, "features": features},
+                  compiler_options=xla.CONVNET_CPU)

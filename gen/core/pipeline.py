@@ -14,6 +14,7 @@ compiles them, feeds them data, checkpoints their state and writes their picture
 | `visualize`      | `(state, batch, rng) -> {name: (images, ncol)}`    |
 | `load_pretrained`| `(state, params) -> state`, for `config.init_from`  |
 | `functions`      | the family's other pure functions, by name         |
+| `compiler_options` | XLA options for the programs compiled from these (`gen.core.xla`) |
 
 `eval_step` returns per-example values; the core averages them over the eval split
 with the padding `mask`. Images are in the model's data space (see `DataSpec`). Token
@@ -85,6 +86,8 @@ class Pipeline:
   load_pretrained: Callable[[Any, Any], Any] | None = None
   # The family's other pure functions (losses, bounds), for tests and notebooks.
   functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+  # XLA options for every program compiled from these functions (see `gen.core.xla`).
+  compiler_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class TrainState(struct.PyTreeNode):

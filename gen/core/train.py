@@ -26,7 +26,7 @@ import numpy as np
 
 from gen.core import config as config_lib
 from gen.core import images as images_lib
-from gen.core import parallel
+from gen.core import parallel, xla
 from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
 from gen.core.data import Data, postprocess
 from gen.core.data import tokenizers as tok_lib
@@ -146,16 +146,17 @@ class _Run:
     self.bsh = parallel.batch_sharding(self.mesh)
     self.keys = _keys(config.seed)
     p = self.pipeline
-    self.eval_step = jax.jit(p.eval_step)
+    self.eval_step = xla.jit(p.eval_step, p.compiler_options)
     num = config.train.num_samples
     if self.tokenizer is not None:  # Unconditional: every sample starts from the start tokens
       # (or, for a tokenizer without one, from the first token of the training data).
       start = self.tokenizer.start_ids or [int(self.data.train_source.stream[0])]
       prompt, lens = tok_lib.pad_prompts([start] * num)
-      self.sample = jax.jit(lambda params, rng: p.sample(params, rng, num, prompt, lens))
+      self.sample = xla.jit(lambda params, rng: p.sample(params, rng, num, prompt, lens),
+                            p.compiler_options)
     else:
-      self.sample = jax.jit(lambda params, rng: p.sample(params, rng, num))
-    self.visualize = jax.jit(p.visualize) if p.visualize else None
+      self.sample = xla.jit(lambda params, rng: p.sample(params, rng, num), p.compiler_options)
+    self.visualize = xla.jit(p.visualize, p.compiler_options) if p.visualize else None
     self.all_finite = jax.jit(lambda t: jnp.all(jnp.array(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(t)
          if jnp.issubdtype(x.dtype, jnp.inexact)] or [jnp.array(True)])))
@@ -213,7 +214,8 @@ class _Run:
 
       fn = jax.jit(step, in_shardings=(self.state_shardings, self.bsh, self.repl),
                    out_shardings=(self.state_shardings, self.repl), donate_argnums=0)
-    compiled = fn.lower(state, batch, self.keys["train"]).compile()
+    compiled = fn.lower(state, batch, self.keys["train"]).compile(
+        xla.for_backend(p.compiler_options))
     parallel.barrier("compiled_step")
     view = self.view(state)
     params = getattr(view, "params", None)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from gen.core.config import ConfigError
+from gen.core import xla
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion import samplers as samplers_lib
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided, load_classifier
@@ -294,7 +295,8 @@ def make(config, spec: DataSpec) -> Pipeline:
 
   return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
                   functions={"net": net, "process": process, "objective": objective,
-                             "apply_fn": apply_fn, "noise_batch": noise_batch})
+                             "apply_fn": apply_fn, "noise_batch": noise_batch},
+                  compiler_options=_compiler_options(m))
 
 
 def make_classifier(config, spec: DataSpec) -> Pipeline:
@@ -389,4 +391,10 @@ def make_classifier(config, spec: DataSpec) -> Pipeline:
 
   return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
                   functions={"net": net, "process": process, "objective": objective,
-                             "logits": logits, "classifier": classifier})
+                             "logits": logits, "classifier": classifier},
+                  compiler_options=_compiler_options(m))
+
+
+def _compiler_options(m) -> dict:
+  """The UNet is a convolutional network (`gen.core.xla.CONVNET_CPU`); the DiT is not."""
+  return dict(xla.CONVNET_CPU) if m.arch == "unet" else {}

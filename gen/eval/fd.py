@@ -43,6 +43,7 @@ import numpy as np
 
 from gen.core import config as config_lib
 from gen.core import train as train_lib
+from gen.core import xla
 from gen.core.data import postprocess, preprocess, sources
 from gen.eval import frechet
 
@@ -145,7 +146,8 @@ def classifier_features(dataset: str, data_dir: str = "", workdir: str = "",
   if config.data.name != dataset:
     raise ValueError(f"the classifier in {workdir} was trained on {config.data.name}, not "
                      f"{dataset}")
-  params, fn = pipeline.sample_params(state), jax.jit(pipeline.functions["features"])
+  params = pipeline.sample_params(state)
+  fn = xla.jit(pipeline.functions["features"], pipeline.compiler_options)
   mode = spec.preprocess
 
   def features(images):
@@ -207,7 +209,8 @@ def reference(features: Features, dataset: str, split: str, data_dir: str, mode:
 def draw_samples(pipeline, params, num: int, batch: int, seed: int, mode: str,
                  sampler_args: dict) -> tuple[np.ndarray, dict]:
   """`num` samples as uint8, from `sample` compiled once at `batch`; and timings."""
-  fn = jax.jit(lambda p, rng: pipeline.sample(p, rng, batch, **sampler_args))
+  fn = xla.jit(lambda p, rng: pipeline.sample(p, rng, batch, **sampler_args),
+               pipeline.compiler_options)
   key = jax.random.key(seed)
   out, bar = [], _bar(num, "sampling")
   t0 = time.time()

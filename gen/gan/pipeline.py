@@ -38,6 +38,7 @@ import optax
 from flax import struct
 
 from gen.core.config import ConfigError
+from gen.core import xla
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.gan import losses
 from gen.gan.augment import diff_augment, parse_policy
@@ -334,4 +335,5 @@ def make(config, spec: DataSpec) -> Pipeline:
                  "r1_sq": r1_sq, "r1_param_grad": r1_param_grad, "generate": generate,
                  "standing_stats": standing_stats,
                  "g_apply": g_apply, "d_apply": d_apply, "augment": augment,
-                 "latents": latents})
+                 "latents": latents},
+      compiler_options=xla.CONVNET_CPU)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from gen.core.config import ConfigError
+from gen.core import xla
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.nn import distributions as dist
 from gen.pixelcnn.models import GatedPixelCNN
@@ -140,5 +141,6 @@ def make(config, spec: DataSpec) -> Pipeline:
   return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
                   visualize=visualize,
                   functions={"nll": nll, "pixel_log_prob": pixel_log_prob, "model": model,
-                             "sample_naive": sample_naive, "sample_fast": sample_fast})
+                             "sample_naive": sample_naive, "sample_fast": sample_fast},
+                  compiler_options=xla.CONVNET_CPU)
 
