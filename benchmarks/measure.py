@@ -88,6 +88,20 @@ def median_time(run: Callable[[], object], repeats: int, warmup: int = 1) -> flo
   return statistics.median(times)
 
 
+def in_turns(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+  """Median seconds per call of each run, timed in turns (one call of each per round,
+  after one warm-up call each) so that a change of load hits all of them alike."""
+  times = {k: [] for k in runs}
+  for fn in runs.values():
+    jax.block_until_ready(fn())
+  for _ in range(repeats):
+    for k, fn in runs.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[k].append(time.perf_counter() - t0)
+  return {k: statistics.median(v) for k, v in times.items()}
+
+
 def cost(compiled) -> dict[str, float]:
   """FLOPs and bytes accessed of a compiled program, as XLA's cost analysis reports them."""
   ca = compiled.cost_analysis()

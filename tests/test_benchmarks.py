@@ -14,6 +14,7 @@ from conftest import ROOT, TINY_DIFFUSION, TINY_LM, TINY_PIXELCNN, config_path
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import compiler_options  # noqa: E402
 import measure  # noqa: E402
 import sampling  # noqa: E402
 import trace_summary  # noqa: E402
@@ -96,6 +97,20 @@ def test_train_step(capsys, tmp_path, config, tiny, unit):
   assert row["batch"] == tiny["data.batch_size"]
   if unit == "tokens":
     assert 0 < row["mfu"] and row["model_flops_per_item"] > 0
+
+
+@pytest.mark.parametrize("work", ["train", "sample"])
+def test_compiler_options_times_every_variant(capsys, work):
+  args = argv("diffusion/digits.py", TINY_DIFFUSION, f"--work={work}")
+  compiler_options.main(args)
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  rows = {r["variant"]: r for r in out["results"]}
+  assert list(rows) == ["default", "pipeline", "dot", "dot+reduce", "none"]
+  assert rows["default"]["speedup"] == 1.0 and all(r["ms"] > 0 for r in rows.values())
+  from gen.core.xla import CONVNET_CPU
+  assert rows["pipeline"]["options"] == dict(CONVNET_CPU)
+  with pytest.raises(SystemExit, match="image families"):
+    compiler_options.main(argv("lm/shakespeare_char_cpu.py", TINY_LM, "--work=sample"))
 
 
 def load_peer(name):

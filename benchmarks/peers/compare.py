@@ -4,7 +4,6 @@ and timing ours and theirs in turns. Import it before torch."""
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -14,8 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # descheduled partner made each transformers training step about 20x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import jax  # noqa: E402
 import torch  # noqa: E402
+from measure import in_turns as alternate  # noqa: E402, F401
 
 
 def setup(threads: int) -> dict:
@@ -26,20 +25,6 @@ def setup(threads: int) -> dict:
   import transformers
   return {"torch": torch.__version__, "diffusers": diffusers.__version__,
           "transformers": transformers.__version__, "torch_threads": torch.get_num_threads()}
-
-
-def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-  """Median seconds per call of each run, timed in turns (one call of each per round,
-  after one warm-up call each) so that a change of load hits all of them alike."""
-  times = {k: [] for k in runs}
-  for fn in runs.values():
-    jax.block_until_ready(fn())
-  for _ in range(repeats):
-    for k, fn in runs.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[k].append(time.perf_counter() - t0)
-  return {k: statistics.median(v) for k, v in times.items()}
 
 
 def first_call(fn: Callable[[], object]) -> float:
