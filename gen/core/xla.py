@@ -9,10 +9,11 @@ here take precedence over the same flags in `XLA_FLAGS` for these programs only.
 `CONVNET_CPU`: on CPU, XLA hands convolutions, matmuls, reductions and elementwise fusions
 to YNNPACK by default. For the convolutional families (UNet diffusion, GAN, PixelCNN,
 classifier), keeping only matmuls and reductions there and compiling convolutions and
-elementwise work with XLA's own emitters made the train step 1.2-1.4x and UNet sampling
+elementwise work with XLA's own emitters made the train step 1.16-1.4x and UNet sampling
 1.4x faster on the 2-core x86 CPU of `benchmarks/RESULTS.md` (each variant compiled in one
 process and timed in turns). The VAE (no difference) and the transformer LM (its decoding
 at batch 32 is a third slower without YNNPACK's elementwise fusions) ask for nothing.
+`python benchmarks/compiler_options.py --config=FILE` checks the choice on another CPU.
 """
 
 from __future__ import annotations
