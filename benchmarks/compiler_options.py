@@ -35,9 +35,8 @@ def compiled_variants(config, spec, pipe, work: str, batch: int) -> dict:
     raise SystemExit("--work=sample is for image families; an LM's decoding: sampling.py")
   else:
     fn, args = (lambda p, r: pipe.sample(p, r, batch)), (pipe.sample_params(state), rng)
-  options = {name: None if v is None else {FLAG: v} for name, v in VARIANTS.items()}
-  options = {"default": None, "pipeline": dict(pipe.compiler_options) or None,
-             **{k: v for k, v in options.items() if k != "default"}}
+  options = {"default": None, "pipeline": dict(pipe.compiler_options) or None}
+  options.update({name: {FLAG: v} for name, v in VARIANTS.items() if v is not None})
   runs = {}
   for name, opts in options.items():
     compiled, _ = measure.compile_timed(fn, *args, options=opts)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 
 from gen.classifier.models import CNN
-from gen.core.config import ConfigError
 from gen.core import xla
+from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 
 

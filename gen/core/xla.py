@@ -28,6 +28,7 @@ CONVNET_CPU: Mapping[str, str] = {
 
 _BACKEND_PREFIX = {"cpu": "xla_cpu_", "gpu": "xla_gpu_", "cuda": "xla_gpu_", "rocm": "xla_gpu_",
                    "tpu": "xla_tpu_"}
+_ANY_BACKEND = tuple(set(_BACKEND_PREFIX.values()))
 
 
 def for_backend(options: Mapping[str, Any] | None, backend: str | None = None) -> dict | None:
@@ -37,7 +38,7 @@ def for_backend(options: Mapping[str, Any] | None, backend: str | None = None) -
   backend = backend or jax.default_backend()
   mine = _BACKEND_PREFIX.get(backend, f"xla_{backend}_")
   kept = {k: v for k, v in options.items()
-          if not k.startswith(tuple(set(_BACKEND_PREFIX.values()))) or k.startswith(mine)}
+          if not k.startswith(_ANY_BACKEND) or k.startswith(mine)}
   return kept or None
 
 

@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gen.core.config import ConfigError
 from gen.core import xla
+from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion import samplers as samplers_lib
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided, load_classifier

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen.nn.conv import phase_conv2x
+
 
 def conv_init(key, shape, dtype=jnp.float32):
   """LeCun-normal conv kernel, drawn as a 2-D (fan_in, out) matrix and reshaped.
@@ -31,9 +33,9 @@ def conv_init(key, shape, dtype=jnp.float32):
 
 
 # Output phase a of a 4x4, stride-2, SAME transposed convolution reads kernel rows
-# _PHASE_TAPS[a] from a 2-row window of the input padded by _PHASE_PAD[a] (same for columns).
+# _PHASE_TAPS[a] from a 2-row window of the input padded by gen.nn.conv.PHASE_PADS[a]
+# (same for columns).
 _PHASE_TAPS = (np.array([0, 2]), np.array([1, 3]))
-_PHASE_PAD = ((1, 0), (0, 1))
 
 
 class ConvTranspose2x(nn.Module):
@@ -51,18 +53,8 @@ class ConvTranspose2x(nn.Module):
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", conv_init, (4, 4, x.shape[-1], self.features))
-    rows = []
-    for a in range(2):
-      cols = []
-      for b in range(2):
-        k = kernel[_PHASE_TAPS[a]][:, _PHASE_TAPS[b]]
-        cols.append(jax.lax.conv_general_dilated(
-            x, k, (1, 1), (_PHASE_PAD[a], _PHASE_PAD[b]),
-            dimension_numbers=("NHWC", "HWIO", "NHWC")))
-      rows.append(jnp.stack(cols, axis=3))  # [B, h, w, 2 (b), C]
-    y = jnp.stack(rows, axis=2)  # [B, h, 2 (a), w, 2 (b), C]
-    n, h, _, w, _, c = y.shape
-    y = y.reshape(n, 2 * h, 2 * w, c)
+    y = phase_conv2x(x, [[kernel[_PHASE_TAPS[a]][:, _PHASE_TAPS[b]] for b in range(2)]
+                         for a in range(2)])
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y

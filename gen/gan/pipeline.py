@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from gen.core.config import ConfigError
 from gen.core import xla
+from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.gan import losses
 from gen.gan.augment import diff_augment, parse_policy

@@ -21,8 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gen.core.config import ConfigError
 from gen.core import xla
+from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.nn import distributions as dist
 from gen.pixelcnn.models import GatedPixelCNN
