@@ -242,6 +242,23 @@ def test_network_shapes(arch, shape):
   assert out.shape == x.shape
 
 
+def test_dit_positions():
+  """Fixed sine-cosine positions are not parameters; learned ones are one per token, and
+  the two nets differ only by them."""
+  x, cond, labels = jnp.zeros((1, 8, 8, 1)), jnp.array([0.5]), None
+  shapes = {}
+  for positions in ("sincos", "learned"):
+    net = DiT(1, patch=2, dim=32, depth=1, heads=4, positions=positions)
+    params = jax.eval_shape(net.init, jax.random.key(0), x, cond, labels)["params"]
+    shapes[positions] = jax.tree.map(lambda a: a.shape, params)
+  assert "pos" not in shapes["sincos"]
+  assert shapes["learned"].pop("pos") == (16, 32)
+  assert shapes["learned"] == shapes["sincos"]
+  with pytest.raises(ValueError, match="positions must be 'sincos' or 'learned', got 'rope'"):
+    DiT(1, patch=2, dim=32, depth=1, heads=4, positions="rope").init(
+        jax.random.key(0), x, cond, labels)
+
+
 # ------------------------------------------------------------------------- pipeline
 
 
@@ -350,6 +367,8 @@ def test_conditional_sample_errors():
     ({"model.arch": "mlp"}, "arch must be one of unet, dit"),
     ({"model.unet.channel_mult": (1, 2, 2, 2, 2)}, "must be divisible by 16"),
     ({"model.arch": "dit", "model.dit.patch": 3}, "divisible by model.dit.patch = 3"),
+    ({"model.arch": "dit", "model.dit.positions": "rope"},
+     "positions must be one of sincos, learned, got 'rope'"),
     ({"diffusion.guidance": 3.0}, "needs a class-conditional model trained with label"),
     ({"data.preprocess": "binarize"}, "data.preprocess must be 'scale' or 'dequantize'"),
 ])

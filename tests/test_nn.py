@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gen.nn.conv import UpsampleConv, upsample_conv
+from gen.nn.embeddings import sincos_2d, sinusoidal
 from gen.nn.norm import GroupNorm
 
 
@@ -54,3 +55,17 @@ def test_upsample_conv_is_resize_then_conv(hw):
 def test_upsample_conv_rejects_a_kernel_of_the_wrong_shape():
   with pytest.raises(ValueError, match=r"must be \[3, 3, 4, O\]"):
     upsample_conv(jnp.zeros((1, 2, 2, 4)), jnp.zeros((3, 3, 3, 8)))
+
+
+def test_sincos_2d_codes_rows_then_columns_in_raster_order():
+  h, w, dim = 3, 5, 16
+  emb = np.asarray(sincos_2d(h, w, dim))
+  assert emb.shape == (h * w, dim)
+  rows = np.asarray(sinusoidal(jnp.arange(h), dim // 2))
+  cols = np.asarray(sinusoidal(jnp.arange(w), dim // 2))
+  for r in range(h):
+    for c in range(w):
+      np.testing.assert_allclose(emb[r * w + c], np.concatenate([rows[r], cols[c]]))
+  # Every token gets its own code.
+  dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+  assert dist[~np.eye(h * w, dtype=bool)].min() > 0.1

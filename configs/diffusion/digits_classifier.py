@@ -53,6 +53,7 @@ def get_config():
   c.model.dit.depth = 4
   c.model.dit.heads = 4
   c.model.dit.mlp_ratio = 4.0
+  c.model.dit.positions = "sincos"  # sincos (fixed, as in DiT) | learned
 
   # The process of the models it guides; edm's input scaling 1 / sqrt(s^2 + sigma_data^2).
   c.diffusion = ConfigDict()

@@ -51,6 +51,7 @@ def get_config():
   c.model.dit.depth = 4
   c.model.dit.heads = 4
   c.model.dit.mlp_ratio = 4.0
+  c.model.dit.positions = "sincos"  # sincos (fixed, as in DiT) | learned
 
   c.diffusion = ConfigDict()
   c.diffusion.objective = "edm"  # eps | v | x0 | edm | flow

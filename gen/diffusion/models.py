@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from gen.nn.conv import UpsampleConv
-from gen.nn.embeddings import sinusoidal
+from gen.nn.embeddings import sincos_2d, sinusoidal
 from gen.nn.norm import GroupNorm
 
 TIME_SCALE = 1000.0
@@ -185,7 +185,12 @@ class DiTBlock(nn.Module):
 
 
 class DiT(nn.Module):
-  """Diffusion transformer: patchify, learned positions, adaLN-Zero blocks, unpatchify."""
+  """Diffusion transformer: patchify, add positions, adaLN-Zero blocks, unpatchify.
+
+  `positions`: "sincos", fixed 2-D sine-cosine codes as in DiT, or "learned", a parameter
+  per token initialized near zero (slower to train: tokens start out nearly
+  indistinguishable, see configs/diffusion/dit_mnist.py).
+  """
 
   out_channels: int
   patch: int = 2
@@ -195,6 +200,7 @@ class DiT(nn.Module):
   mlp_ratio: float = 4.0
   dropout: float = 0.0
   num_classes: int = 0
+  positions: str = "sincos"
 
   def tokens(self, x, c, train: bool):
     """Patchify, add positions, run the blocks: [B, patches, dim]."""
@@ -202,8 +208,12 @@ class DiT(nn.Module):
     p = self.patch
     tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID")(x)
     tokens = tokens.reshape(b, (h // p) * (w // p), self.dim)
-    pos = self.param("pos", nn.initializers.normal(0.02), (1,) + tokens.shape[1:])
-    tokens = tokens + pos
+    if self.positions == "learned":
+      tokens = tokens + self.param("pos", nn.initializers.normal(0.02), tokens.shape[1:])
+    elif self.positions == "sincos":
+      tokens = tokens + sincos_2d(h // p, w // p, self.dim).astype(tokens.dtype)
+    else:
+      raise ValueError(f"DiT positions must be 'sincos' or 'learned', got '{self.positions}'")
     for _ in range(self.depth):
       tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout)(tokens, c, train)
     return tokens

@@ -42,6 +42,7 @@ from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Proces
 
 SCHEDULES = ("linear", "cosine")
 ARCHS = ("unet", "dit")
+DIT_POSITIONS = ("sincos", "learned")
 KINDS = ("denoiser", "classifier")
 # Noise levels s = sigma / alpha at which a classifier's eval reports its accuracy.
 EVAL_LEVELS = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -116,6 +117,9 @@ def _check(config, spec: DataSpec):
     if h % m.dit.patch or w % m.dit.patch:
       raise ConfigError(f"image size {h}x{w} must be divisible by model.dit.patch = "
                         f"{m.dit.patch}")
+    if m.dit.get("positions", "sincos") not in DIT_POSITIONS:
+      raise ConfigError(f"model.dit.positions must be one of {', '.join(DIT_POSITIONS)}, got "
+                        f"'{m.dit.positions}'")
     if m.dit.dim % m.dit.heads:
       raise ConfigError(f"model.dit.dim = {m.dit.dim} must be divisible by model.dit.heads = "
                         f"{m.dit.heads}")
@@ -143,7 +147,8 @@ def _network(m, out: int, num_classes: int, classifier: bool):
                tuple(u.attn_resolutions), u.heads, m.dropout, u.groups, num_classes)
   t = m.dit
   cls = DiTClassifier if classifier else DiT
-  return cls(out, t.patch, t.dim, t.depth, t.heads, t.mlp_ratio, m.dropout, num_classes)
+  return cls(out, t.patch, t.dim, t.depth, t.heads, t.mlp_ratio, m.dropout, num_classes,
+             t.get("positions", "sincos"))
 
 
 def _concrete(v) -> bool:

@@ -23,3 +23,17 @@ def sinusoidal(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array
   if dim % 2:
     emb = jnp.pad(emb, ((0, 0), (0, 1)))
   return emb
+
+
+def sincos_2d(height: int, width: int, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """[height * width, dim]: fixed 2-D position codes for a raster-ordered grid of tokens.
+
+  The first half of the channels is `sinusoidal` of the row index, the second half of the
+  column index (the ViT/MAE/DiT sine-cosine version). Unlike learned positions, tokens
+  start out distinguishable, and nearby tokens start out with similar codes.
+  """
+  rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+  half = dim // 2
+  emb = jnp.concatenate([sinusoidal(rows.reshape(-1), half, max_period),
+                         sinusoidal(cols.reshape(-1), dim - half, max_period)], axis=-1)
+  return emb
