@@ -12,10 +12,10 @@ Result:    1000 test images, EMA params, step 12,000: EDM loss 0.169, x0_mse 0.0
            connected, digit-like strokes, about a third of them clearly recognisable digits;
            the UNet of mnist.py gets three in four at 6000 steps (0.153 / 0.021). Fixed
            sine-cosine positions (the default) against learned ones, 1000 steps: 0.272 /
-           0.037 against 0.278 / 0.038; an earlier 5000-step run with learned positions ended
-           at 0.234 / 0.034 with speckled, fragmented samples. Patch 2
-           (196 tokens, dim 64) was 3x slower per step here; DiT's own ablation favours
-           small patches, for an accelerator.
+           0.037 against 0.278 / 0.038, within noise; an earlier 5000-step run with learned
+           positions ended at 0.234 / 0.034 with speckled, fragmented samples. Patch 2 (196
+           tokens, dim 64) was 3x slower per step here; DiT's own ablation favours small
+           patches, for an accelerator.
 Reference: DiT (Peebles & Xie 2023) reports ImageNet FID only; no MNIST anchor.
 """
 

@@ -188,8 +188,7 @@ class DiT(nn.Module):
   """Diffusion transformer: patchify, add positions, adaLN-Zero blocks, unpatchify.
 
   `positions`: "sincos", fixed 2-D sine-cosine codes as in DiT, or "learned", a parameter
-  per token initialized near zero (slower to train: tokens start out nearly
-  indistinguishable, see configs/diffusion/dit_mnist.py).
+  per token initialized near zero (configs/diffusion/dit_mnist.py compares the two).
   """
 
   out_channels: int

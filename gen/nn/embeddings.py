@@ -34,6 +34,5 @@ def sincos_2d(height: int, width: int, dim: int, max_period: float = 10000.0) ->
   """
   rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
   half = dim // 2
-  emb = jnp.concatenate([sinusoidal(rows.reshape(-1), half, max_period),
-                         sinusoidal(cols.reshape(-1), dim - half, max_period)], axis=-1)
-  return emb
+  return jnp.concatenate([sinusoidal(rows.reshape(-1), half, max_period),
+                          sinusoidal(cols.reshape(-1), dim - half, max_period)], axis=-1)
