@@ -11,10 +11,15 @@ from PIL import Image
 def grid(images, ncol: int | None = None, pad: int = 1, min_cell: int = 32) -> np.ndarray:
   """Tiles `images` (float [N, H, W, C] in [0, 1]) into one uint8 picture.
 
+  `[rows, cols, H, W, C]` images are a grid laid out already: one row each, `cols` wide.
+
   Small images are enlarged (nearest neighbour) so each cell is at least `min_cell`
   pixels wide: an 8x8 digit is unreadable at its own size.
   """
   x = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  if x.ndim == 5:
+    ncol = ncol or x.shape[1]
+    x = x.reshape((-1,) + x.shape[2:])
   if x.ndim == 3:
     x = x[..., None]
   n, h, w, c = x.shape

@@ -1,25 +1,33 @@
 """The contract between a family and the core.
 
-A family exposes `make(config, spec) -> Pipeline`: a record of pure functions. The core
-compiles them, feeds them data, checkpoints their state and writes their pictures.
+A family package `gen.<family>` exposes `make(config, spec) -> Pipeline`: a record of pure
+functions, module-level functions of the family bound to its model with `functools.partial`.
+The core compiles them, feeds them data, checkpoints their state and writes their outputs.
+A family that reads other than labelled images also exposes `make_data(config, ...)`
+(see `gen.core.data.Data`); one without it reads the core's image sources.
 
 | field            | signature                                          |
 |------------------|----------------------------------------------------|
 | `init`           | `(rng, batch) -> state`                            |
 | `train_step`     | `(state, batch, rng) -> (state, metrics)`          |
 | `eval_step`      | `(state, batch, rng) -> {name: float[B]}`          |
-| `sample`         | `(params, rng, num, **kw) -> images` (model space) or `(images, ncol)` |
-| `sample` (tokens)| `(params, rng, num, prompt, prompt_lens, **kw) -> int32[num, L]` |
+| `sample`         | `(params, rng, num, **kw) -> samples` (optional)   |
 | `final_eval_step`| like `eval_step`, for `gen eval` (e.g. more IWAE samples) |
-| `visualize`      | `(state, batch, rng) -> {name: (images, ncol)}`    |
+| `visualize`      | `(state, batch, rng) -> {name: images}`            |
 | `load_pretrained`| `(state, params) -> state`, for `config.init_from`  |
-| `functions`      | the family's other pure functions, by name         |
+| `features`       | `(params, images) -> float[B, D]`: a feature map (`gen eval --metric=fd`) |
+| `sample_options` | `(num, flags) -> (num, kwargs)`: `gen sample`'s extra flags as sampler arguments |
+| `write_samples`  | `(samples, stem) -> [paths]`: the family's own files (text, MIDI...) |
+| `preview`        | `(samples) -> str`: a short text form of samples, for logs |
 | `compiler_options` | XLA options for the programs compiled from these (`gen.core.xla`) |
 
 `eval_step` returns per-example values; the core averages them over the eval split
-with the padding `mask`. Images are in the model's data space (see `DataSpec`). Token
-samples hold the prompt followed by the generated tokens, -1 after an end token; the
-core decodes them with the run's tokenizer (text, or MIDI/WAV for music).
+with the padding `mask`. Images (samples and `visualize`'s pictures) are in the model's
+data space (see `DataSpec`): `[N, H, W, C]`, or `[rows, cols, H, W, C]` for a grid laid out
+by the family. Without `write_samples` the core writes samples as an image grid.
+`sample_options` runs eagerly before anything is compiled (it may read files, e.g. a
+classifier's checkpoint); the arrays and pytrees it returns are passed to the compiled
+sampler as traced arguments.
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ class Pipeline:
   init: Callable[..., Any]
   train_step: Callable[..., tuple[Any, dict]]
   eval_step: Callable[..., dict]
-  sample: Callable[..., jax.Array]
+  sample: Callable[..., Any] | None = None  # None: the family draws no samples.
   final_eval_step: Callable[..., dict] | None = None
   visualize: Callable[..., dict] | None = None
   # Params used for sampling and eval: the EMA copy when there is one.
@@ -84,7 +92,15 @@ class Pipeline:
   # `(state, params) -> state` for `config.init_from`: puts pre-trained params into a
   # fresh state (default: params and their EMA copy; a family may also keep a frozen copy).
   load_pretrained: Callable[[Any, Any], Any] | None = None
-  # The family's other pure functions (losses, bounds), for tests and notebooks.
+  # `(params, images) -> float[B, D]`: features of images in the data space.
+  features: Callable[[Any, Any], Any] | None = None
+  # `(num, flags) -> (num, kwargs)`: `gen sample`'s extra flags as sampler arguments (eager).
+  sample_options: Callable[[int, dict], tuple[int, dict]] | None = None
+  # `(host samples, path stem) -> written paths`; None: an image grid.
+  write_samples: Callable[[Any, str], list[str]] | None = None
+  # `(host samples) -> str`: a short text form for the log (e.g. decoded tokens).
+  preview: Callable[[Any], str] | None = None
+  # Transitional: removed once no family fills it.
   functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
   # XLA options for every program compiled from these functions (see `gen.core.xla`).
   compiler_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
