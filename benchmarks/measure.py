@@ -24,7 +24,6 @@ import numpy as np
 
 from gen.core import config as config_lib
 from gen.core import xla
-from gen.core.data.music import ChoraleTokenizer
 from gen.core.pipeline import DataSpec
 from gen.core.train import build
 
@@ -38,11 +37,13 @@ def spec_for(config) -> DataSpec:
   """The DataSpec `config`'s data would give, from the config alone."""
   d = config.data
   if "seq_len" in d:
+    from gen.lm.data import music, token_spec
+
     if d.name == "jsb_chorales":
-      vocab = ChoraleTokenizer().vocab_size
+      vocab = music.ChoraleTokenizer().vocab_size
     else:
       vocab = {"char": CHAR_VOCAB, "byte": 256}.get(d.get("tokenizer", ""), d.get("vocab_size", 0))
-    return DataSpec((d.seq_len,), 0, "tokens", "tokens", vocab, -1)
+    return token_spec(d.seq_len, vocab_size=vocab, start_ids=[0])
   if d.name not in IMAGES:
     raise ValueError(f"no known image shape for data.name='{d.name}'; known: {sorted(IMAGES)}")
   shape, classes = IMAGES[d.name]
@@ -60,7 +61,7 @@ def random_batch(spec: DataSpec, n: int, rng) -> dict[str, jax.Array]:
   """A batch of `n` random examples of the right shape and range."""
   k1, k2 = jax.random.split(rng)
   if spec.kind == "tokens":
-    return {"tokens": jax.random.randint(k1, (n, spec.shape[0] + 1), 0, spec.vocab_size)}
+    return {"tokens": jax.random.randint(k1, (n, spec.shape[0] + 1), 0, spec.extra["vocab_size"])}
   lo = 0.0 if spec.preprocess in ("binarize", "unit") else -1.0
   image = jax.random.uniform(k1, (n,) + tuple(spec.shape), minval=lo, maxval=1.0)
   if spec.preprocess == "binarize":

@@ -2,19 +2,19 @@
 
   gen train --config=FILE[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
             [--coordinator=auto | --coordinator=HOST:PORT --num_processes=N --process_id=I]
-  gen sample --workdir=DIR [--num=64] [--out=FILE.png] [--seed=0] [--step=N] [--KEY=VALUE ...]
-  gen sample --workdir=DIR [--prompt=TEXT | --prompt_file=FILE] [--num=N] [--out=FILE.txt] ...
+  gen sample --workdir=DIR [--num=N] [--out=FILE] [--seed=0] [--step=N] [--ncol=N] [--KEY=VALUE ...]
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
   gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
            [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
 
-Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know are passed
-to the family's sampler as keyword arguments (e.g. `--steps=50` for a diffusion model,
-`--max_new_tokens=500 --temperature=0.8 --top_k=200` for a language model); so are they
-in `gen eval --metric=fd|fid` (e.g. `--sampler=dpmpp_2m --steps=20`). For token
-models, `--prompt` is encoded with the run's tokenizer (`--prompt_file`: one prompt per
-line, a batch of different lengths); `--num` samples are drawn per prompt (default 1, or
-4 unconditional samples from the start token when there is no prompt).
+Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know go to the
+family: its sampler's keyword arguments (e.g. `--sampler=heun --steps=18` for a diffusion
+model, `--max_new_tokens=500 --temperature=0.8` for a language model) and the flags the
+family reads itself (a language model's `--prompt=TEXT` / `--prompt_file=FILE`, a
+diffusion model's `--classifier=WORKDIR`); so are they in `gen eval --metric=fd|fid`.
+`--num` defaults to 64 images, or what the family chooses (a language model: 4 samples, or
+1 per prompt). Samples are written as an image grid, or as the family's own files (text;
+MIDI, WAV and a piano roll for music).
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """
@@ -118,92 +118,53 @@ def cmd_sample(argv):
   _setup_jax()
   import jax
 
-  from gen.core import images, train, xla
-  from gen.core.data import postprocess
+  from gen.core import images, train
 
   config, spec, pipeline, state, step = train.load_workdir(
       values["workdir"], step=None if values["step"] < 0 else values["step"])
-  if spec.kind == "tokens":
-    return _sample_tokens(values, extra, spec, pipeline, state, step)
-  if "prompt" in extra or "prompt_file" in extra:
-    raise UsageError(f"--prompt is for token models; this workdir holds a {config.family} "
-                     "model of images")
-  _check_sampler_args(pipeline, extra, config.family)
-  fn = xla.jit(lambda p, rng: pipeline.sample(p, rng, values["num"] or 64, **extra),
-               pipeline.compiler_options)
+  if pipeline.sample is None:
+    raise UsageError(f"the {config.family} family draws no samples")
+  num, kwargs = values["num"] or 64, dict(extra)
+  if pipeline.sample_options is not None:  # The family's flags (prompts, a classifier...).
+    try:
+      num, kwargs = pipeline.sample_options(values["num"], kwargs)
+    except (ValueError, OSError) as e:
+      raise UsageError(str(e)) from None
+  _check_sampler_args(pipeline, kwargs, config.family)
   t0 = time.time()
-  x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
-  ncol = values["ncol"] or None
-  if isinstance(x, tuple):  # A sampler may lay its grid out itself: (images, ncol).
-    x, ncol = x[0], ncol or int(x[1])
-  out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}.png")
-  images.save_grid(out, postprocess(x, spec.preprocess), ncol)
-  print(f"wrote {len(x)} samples from step {step} to {out} ({time.time() - t0:.1f}s)")
+  try:
+    fn = train.compile_sampler(pipeline, num, kwargs)
+    x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
+  except ValueError as e:  # Bad sampler values, a prompt longer than the context.
+    raise UsageError(str(e)) from None
+  seconds = time.time() - t0
+  ext = ".png" if pipeline.write_samples is None else ".txt"
+  out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}{ext}")
+  if pipeline.write_samples is None:
+    paths = [images.save_grid(out, postprocess_for(spec, x), values["ncol"] or None)]
+  else:
+    paths = pipeline.write_samples(x, out)
+  if pipeline.preview is not None:
+    print(pipeline.preview(x))
+  print(f"wrote {num} samples from step {step} to {', '.join(paths[:4])}"
+        f"{' ...' if len(paths) > 4 else ''} ({seconds:.1f}s)", file=sys.stderr)
   return 0
+
+
+def postprocess_for(spec, x):
+  from gen.core.data import postprocess
+
+  return postprocess(x, spec.preprocess)
 
 
 def _check_sampler_args(pipeline, extra, family):
   params = set(inspect.signature(pipeline.sample).parameters)
   unknown = sorted(set(extra) - params)
   if unknown:
-    known = sorted(params - {"params", "rng", "num", "prompt", "prompt_lens"})
+    known = sorted(params - {"params", "rng", "num"})
     raise UsageError(f"the {family} sampler takes no argument(s) "
                      f"{', '.join('--' + u for u in unknown)}"
                      f" (it takes: {', '.join('--' + k for k in known) or 'none'})")
-
-
-def _sample_tokens(values, extra, spec, pipeline, state, step):
-  """Encodes the prompts, decodes in one compiled loop, writes text (or MIDI/WAV + roll)."""
-  import jax
-
-  from gen.core import train, xla
-  from gen.core.data import tokenizers as tok_lib
-
-  tokenizer = tok_lib.load(values["workdir"])
-  if tokenizer is None:
-    raise UsageError(f"no {tok_lib.TOKENIZER_FILE} in {values['workdir']}")
-  prompt, prompt_file = extra.pop("prompt", None), extra.pop("prompt_file", None)
-  _check_sampler_args(pipeline, extra, "lm")
-  if prompt is not None and prompt_file is not None:
-    raise UsageError("give --prompt or --prompt_file, not both")
-  if prompt_file is not None:
-    with open(str(prompt_file)) as f:
-      texts = [line.rstrip("\n") for line in f if line.strip()]
-    if not texts:
-      raise UsageError(f"--prompt_file={prompt_file} has no prompts")
-  else:
-    texts = [] if prompt is None else [str(prompt)]
-  num = values["num"] or (1 if texts else 4)
-  try:
-    rows = [tokenizer.encode(t) for t in texts] or [[]]
-  except tok_lib.TokenizerError as e:
-    raise UsageError(f"cannot encode the prompt: {e}") from None
-  if any(not r for r in rows):  # An empty prompt starts from the start token.
-    if not tokenizer.start_ids:
-      raise UsageError(f"empty prompt: the {tokenizer.name} tokenizer has no start token to "
-                       "begin from; give at least one token of text")
-    rows = [r or list(tokenizer.start_ids) for r in rows]
-  prompt_ids, lens = tok_lib.pad_prompts([r for r in rows for _ in range(num)])
-  fn = xla.jit(lambda p, rng, x, n: pipeline.sample(p, rng, x.shape[0], x, n, **extra),
-               pipeline.compiler_options)
-  t0 = time.time()
-  try:
-    out_tokens = fn(pipeline.sample_params(state), jax.random.key(values["seed"]), prompt_ids,
-                    lens)
-  except ValueError as e:  # Prompt longer than the context, bad sampler values.
-    raise UsageError(str(e)) from None
-  samples = train.token_rows(out_tokens)
-  seconds = time.time() - t0
-  new = sum(len(s) for s in samples) - int(lens.sum())
-  out = values["out"] or os.path.join(values["workdir"], f"samples_step{step}.txt")
-  paths = tokenizer.write_samples(samples, out)
-  if tokenizer.name != "chorale":
-    for i, s in enumerate(samples):
-      print(f"---------- sample {i} ----------\n{tokenizer.decode(s)}")
-  print(f"wrote {len(samples)} samples ({new} new tokens) from step {step} to "
-        f"{', '.join(paths[:4])}{' ...' if len(paths) > 4 else ''} ({seconds:.1f}s)",
-        file=sys.stderr)
-  return 0
 
 
 EVAL_FLAGS = {"workdir": "", "num_batches": 0, "out": "", "step": -1, "batch_size": 0,
@@ -226,12 +187,11 @@ def cmd_eval(argv):
   import jax
 
   from gen.core import parallel, train, xla
-  from gen.core.data import Data
   from gen.eval import likelihood
 
   config, spec, pipeline, state, step = train.load_workdir(
       values["workdir"], overrides, step=None if values["step"] < 0 else values["step"])
-  data = Data(config, workdir=values["workdir"])
+  data = train.open_data(config, reuse=(values["workdir"],))
   mesh = parallel.make_mesh()
   bsh = parallel.batch_sharding(mesh)
   eval_fn = xla.jit(pipeline.final_eval_step or pipeline.eval_step, pipeline.compiler_options)
@@ -270,7 +230,7 @@ def _eval_samples(values, overrides, extra):
       real_split=values["real"], dataset=values["data"],
       classifier=values["fd_classifier"], inception=values["inception"], overrides=overrides,
       sampler_args=extra,
-      check_args=lambda pipeline, family: _check_sampler_args(pipeline, extra, family))
+      check_args=_check_sampler_args)
   out = values["out"] or (os.path.join(values["workdir"], f"{values['metric']}.json")
                           if values["workdir"] else f"{values['metric']}-{values['data']}.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -49,7 +49,7 @@ def test_config_trains_shrunk(path, tmp_path, request):
 
 
 def _stand_in_pairs(config, path):
-  from gen.core.data.text import build_tokenizer
+  from gen.lm.data.text import build_tokenizer
 
   start = build_tokenizer(config.data).start_ids or [0]
   with open(path, "w") as f:

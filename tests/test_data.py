@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from gen.core import config as config_lib
-from gen.core.data import Data, DataError, load, postprocess, preprocess
+from gen.core.data import DataError, load, postprocess, preprocess
+from gen.core.data import ImageData as Data
 from gen.core.data import sources
 
 

@@ -12,9 +12,18 @@ from conftest import SHARED_DATA, TINY_LM, config_path
 
 from gen.core import config as config_lib
 from gen.core import train as train_lib
-from gen.core.data import DataError, music, pairs as pairs_lib, text as text_lib
-from gen.core.data import tokenizers as tok_lib
+from gen.core.data import DataError
+from gen.lm.data import music, pairs as pairs_lib, text as text_lib, token_spec, tokenizer_of
+from gen.lm.data import tokenizers as tok_lib
 from gen.lm.finetune import losses, rewards
+from gen.lm.finetune import pipeline as ft
+
+def _tokenizer(workdir):
+  """The tokenizer in a run's data spec."""
+  from gen.core.pipeline import DataSpec
+
+  return tokenizer_of(DataSpec.load(str(workdir)))
+
 
 # ------------------------------------------------------------------------ losses
 
@@ -263,7 +272,7 @@ def test_ppo_step_through_the_trainer_starts_at_zero_kl(chorale_source, tmp_path
   assert m["kl"] == pytest.approx(0.0, abs=1e-6)  # The first batch: sampled by the reference.
   assert 0.0 <= m["reward"] <= 1.0 and m["entropy"] > 0 and 0 < m["length"] <= 15.0
   assert {"reward_in_key", "reward_no_parallels", "clip_frac"} <= set(m)
-  assert (tmp_path / "tokenizer.json").read_text() == (source / "tokenizer.json").read_text()
+  assert _tokenizer(tmp_path).to_json() == _tokenizer(source).to_json()
   # The measurement tool: reward, KL to the run's own reference, samples written.
   from gen.lm.finetune import score
 
@@ -294,19 +303,19 @@ def test_dpo_step_through_the_trainer_starts_at_log2(chorale_source, tmp_path):
 
 
 def test_reinforce_step_with_prompts_from_text_windows(tmp_path):
-  from gen.core.pipeline import DataSpec
-  from gen.lm import make
+  from gen.lm import pipeline as lm
+  from gen.lm.finetune import make
 
   path = tmp_path / "play.txt"
   path.write_text("ROMEO:\nBut soft, what light\nthrough yonder window breaks?\n\n" * 30)
   c = _config("shakespeare_char_rl.py", **{"data.name": f"text:{path}",
                                            "finetune.prompt_len": 3, "finetune.target": 5.0})
   tok = text_lib.build_tokenizer(c.data)
-  spec = DataSpec((8,), 0, "tokens", "tokens", tok.vocab_size, -1)
+  spec = token_spec(8, tok)
   p = make(c, spec)
   state = p.init(jax.random.key(0), spec.example_batch(1))
   windows = jnp.asarray(np.stack([tok.encode("ROMEO:\nBu"), tok.encode("\nBut soft")]))
-  rollout = jax.jit(p.functions["rollout"], static_argnums=4)
+  rollout = jax.jit(lambda *a: ft.rollout(lm.model_of(c, spec), -1, *a), static_argnums=4)
   tokens, gen = rollout(state.params, jax.random.key(1), windows[:, :3], jnp.array([3, 3]), 5)
   np.testing.assert_array_equal(tokens[:, :3], windows[:, :3])
   assert gen.tolist() == [[False] * 3 + [True] * 5] * 2
@@ -327,39 +336,40 @@ def test_sft_keeps_the_source_tokenizer(tmp_path):
   sft = _config("shakespeare_char_sft.py", **{"data.name": f"text:{path2}",
                                               "init_from": str(tmp_path / "src")})
   train_lib.train(sft, str(tmp_path / "sft"), handle_signals=False)
-  assert tok_lib.load(str(tmp_path / "sft")).vocab == tok_lib.load(str(tmp_path / "src")).vocab
+  assert _tokenizer(tmp_path / "sft").vocab == _tokenizer(tmp_path / "src").vocab
 
 
 # ------------------------------------------------------------------------ errors
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"finetune.method": "ppo2"}, "finetune.method must be '' .* reinforce, ppo, dpo"),
+    ({"finetune.method": "ppo2"}, "finetune.method must be one of reinforce, ppo, dpo"),
     ({"finetune.reward": "nope"},
      r"unknown reward 'nope' \(finetune.reward\); registered rewards: chorale_rules"),
     ({"finetune.ppo_epochs": 0}, "ppo_epochs must be >= 1"),
 ])
 def test_bad_finetune_configs(overrides, message):
-  from gen.core.pipeline import DataSpec
-  from gen.lm import make
+  from gen.lm.finetune import make
 
   c = _config("jsb_chorales_ppo.py", **overrides)
   with pytest.raises(config_lib.ConfigError, match=message):
-    make(c, DataSpec((8,), 0, "tokens", "tokens", TOK.vocab_size, TOK.EOS))
+    make(c, token_spec(8, TOK))
 
 
-def test_errors_found_when_the_step_is_built(tmp_path):
-  from gen.core.pipeline import DataSpec
-  from gen.lm import make
+def test_errors_found_when_the_pipeline_is_built(tmp_path):
+  from gen.lm import make as make_lm
+  from gen.lm.finetune import make
 
-  spec = DataSpec((8,), 0, "tokens", "tokens", TOK.vocab_size, TOK.EOS)
-  batch = {"tokens": jnp.zeros((2, 9), jnp.int32)}
+  spec = token_spec(8, TOK)
   for overrides, message in [({"finetune.reward": "line_length", "finetune.target": 5.0},
                               "is for text"),
                              ({"finetune.max_new_tokens": 8}, "does not fit the model's context")]:
-    p = make(_config("jsb_chorales_ppo.py", **overrides), spec)
-    state = p.init(jax.random.key(0), batch)
     with pytest.raises(config_lib.ConfigError, match=message):
-      jax.eval_shape(p.train_step, state, batch, jax.random.key(0))
+      make(_config("jsb_chorales_ppo.py", **overrides), spec)
   with pytest.raises(config_lib.ConfigError, match="set data.pairs"):
     make(_config("jsb_chorales_dpo.py"), spec)
+  with pytest.raises(config_lib.ConfigError, match="set family = 'lm.finetune'"):
+    c = _config("jsb_chorales_ppo.py")
+    with c.unlocked():
+      c.family = "lm"
+    make_lm(c, spec)

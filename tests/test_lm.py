@@ -11,9 +11,12 @@ import pytest
 from conftest import TINY_LM, config_path
 
 from gen.core import config as config_lib
-from gen.core.data import Data, music, text as text_lib, tokenizers as tok_lib
 from gen.core.pipeline import DataSpec
 from gen.lm import make, sampling
+from gen.lm import pipeline as lm
+from gen.lm.data import TokenData as Data
+from gen.lm.data import music, text as text_lib, token_spec
+from gen.lm.data import tokenizers as tok_lib
 
 VOCAB, CTX = 11, 8
 
@@ -21,17 +24,17 @@ VOCAB, CTX = 11, 8
 def _pipeline(**model):
   c = config_lib.load_file(config_path("lm", "shakespeare_char_cpu.py"))
   config_lib.apply_overrides(c, {**TINY_LM, **model})
-  spec = DataSpec((CTX,), 0, "tokens", "tokens", VOCAB, -1)
+  spec = token_spec(CTX, vocab_size=VOCAB, start_ids=[0])
   p = make(c, spec)
   state = p.init(jax.random.key(0), spec.example_batch(1))
-  return p, state.params
+  return p, state.params, lm.model_of(c, spec)
 
 
-def _reference_logits(p, params, tokens, stride):
+def _reference_logits(model, params, tokens, stride):
   """Next-token logits by recomputing the whole window at every position (no cache), with
   the documented sliding rule past the context."""
   keep, offset, out = CTX - stride + 1, 0, []
-  logits_fn = jax.jit(p.functions["logits"])
+  logits_fn = jax.jit(lambda params, x: lm.logits(model, params, x))
   for t in range(tokens.shape[1] - 1):
     if t - offset >= CTX:
       offset = t - keep + 1
@@ -43,11 +46,11 @@ def _reference_logits(p, params, tokens, stride):
     {}, {"model.positions": "rotary", "model.norm": "rmsnorm", "model.mlp": "swiglu",
          "model.tie_embeddings": False}], ids=["gpt2", "rotary-rms-swiglu"])
 def test_cached_decoding_matches_full_recomputation(model):
-  p, params = _pipeline(**model)
+  p, params, net = _pipeline(**model)
   prompt = jnp.array([[3, 1, 4, 1], [5, 9, 0, 0]], jnp.int32)  # Lengths 4 and 2.
   lens = jnp.array([4, 2], jnp.int32)
   decode = jax.jit(lambda params, rng: sampling.decode(
-      p.functions["apply_cached"], p.functions["init_cache"], params, rng, prompt, lens,
+      lambda *a: lm.apply_cached(net, *a), net.init_cache, params, rng, prompt, lens,
       max_new_tokens=12, max_len=CTX, temperature=1.0, stride=3, return_logits=True))
   tokens, logits = decode(params, jax.random.key(1))
   tokens, logits = np.asarray(tokens), np.asarray(logits)
@@ -58,13 +61,13 @@ def test_cached_decoding_matches_full_recomputation(model):
   assert (tokens[0] >= 0).all() and (tokens[1, :14] >= 0).all() and (tokens[1, 14:] == -1).all()
   # 16 tokens > context 8: the cache slid twice. Every step's logits equal recomputation.
   for row, n in ((0, 15), (1, 13)):
-    ref = _reference_logits(p, params, jnp.asarray(tokens[row:row + 1, :n + 1]), stride=3)
+    ref = _reference_logits(net, params, jnp.asarray(tokens[row:row + 1, :n + 1]), stride=3)
     # The loop starts at the shortest prompt's last token (t = 1); step 0 is the prefill.
     np.testing.assert_allclose(logits[row, 1:n], ref[0, 1:n], rtol=1e-4, atol=1e-4)
 
 
 def test_rows_decode_as_if_alone():
-  p, params = _pipeline()
+  p, params, _ = _pipeline()
   run = jax.jit(lambda x, n: p.sample(params, jax.random.key(2), x.shape[0], x, n,
                                       max_new_tokens=6, temperature=0.0))
   both = np.asarray(run(jnp.array([[1, 2, 3], [4, 0, 0]]), jnp.array([3, 1])))
@@ -76,12 +79,12 @@ def test_rows_decode_as_if_alone():
 
 
 def test_stops_at_end_token():
-  p, params = _pipeline()
+  p, params, _ = _pipeline()
   prompt, lens = jnp.array([[1, 2]]), jnp.array([2])
   greedy = np.asarray(jax.jit(lambda: p.sample(params, jax.random.key(0), 1, prompt, lens,
                                                max_new_tokens=6, temperature=0.0))())
   end = int(greedy[0, 3])  # Make the second generated token the end token.
-  spec = DataSpec((CTX,), 0, "tokens", "tokens", VOCAB, end)
+  spec = token_spec(CTX, vocab_size=VOCAB, end_id=end, start_ids=[0])
   c = config_lib.load_file(config_path("lm", "shakespeare_char_cpu.py"))
   config_lib.apply_overrides(c, TINY_LM)
   out = np.asarray(jax.jit(lambda: make(c, spec).sample(params, jax.random.key(0), 1, prompt,
@@ -111,7 +114,7 @@ def test_filter_logits_top_k_top_p_temperature():
 
 
 def test_sampler_settings_do_not_recompile():
-  p, params = _pipeline()
+  p, params, _ = _pipeline()
   traces = []
 
   @jax.jit
@@ -127,7 +130,7 @@ def test_sampler_settings_do_not_recompile():
 
 
 def test_prompt_longer_than_context_is_an_error():
-  p, params = _pipeline()
+  p, params, _ = _pipeline()
   with pytest.raises(ValueError, match="longer than the model's context"):
     p.sample(params, jax.random.key(0), 1, jnp.zeros((1, CTX + 1), jnp.int32),
              jnp.array([CTX + 1]), max_new_tokens=2)
@@ -146,8 +149,7 @@ def test_char_tokenizer_round_trip_and_unknown_characters(tmp_path):
     tok.encode("qZ")
   with pytest.raises(tok_lib.TokenizerError, match="'Z'"):
     tok.encode_array("FirstZ")
-  tok.save(str(tmp_path))
-  again = tok_lib.load(str(tmp_path))
+  again = tok_lib.from_json(json.loads(json.dumps(tok.to_json())))
   assert again.vocab == tok.vocab and again.start_ids == [0]
 
 
@@ -166,8 +168,7 @@ def test_sentencepiece_trains_locally_and_round_trips(tmp_path):
   sample = "  JULIET:\nWhat's in a name? é  \n\n"
   assert tok.decode(tok.encode(sample)) == sample  # Whitespace, newlines, unseen 'é' kept.
   assert len(tok.encode(text[:200])) < 200  # It merges.
-  tok.save(str(tmp_path))
-  again = tok_lib.load(str(tmp_path))
+  again = tok_lib.from_json(json.loads(json.dumps(tok.to_json())))
   assert again.encode(sample) == tok.encode(sample)
 
 
@@ -264,7 +265,9 @@ def test_cli_sample_prompts_eval_and_errors(tmp_path, capsys):
   from gen import cli
 
   workdir = _train_tiny_text(tmp_path, PLAY)
-  assert (workdir / "samples.txt").exists() and (workdir / "tokenizer.json").exists()
+  assert (workdir / "samples.txt").exists()
+  assert tok_lib.from_json(json.loads((workdir / "data_spec.json").read_text())["extra"][
+      "tokenizer"]).decode([0]) == "\n"
   prompts = tmp_path / "prompts.txt"
   prompts.write_text("ROMEO:\nJ\n")
   out = tmp_path / "s.txt"
@@ -300,7 +303,7 @@ def test_empty_prompt_without_a_start_token_is_an_error(tmp_path, capsys):
 
 
 def test_bf16_compute_keeps_fp32_params_and_remat_keeps_gradients():
-  spec = DataSpec((CTX,), 0, "tokens", "tokens", VOCAB, -1)
+  spec = token_spec(CTX, vocab_size=VOCAB, start_ids=[0])
   tokens = jax.random.randint(jax.random.key(3), (2, CTX + 1), 0, VOCAB)
   c = config_lib.load_file(config_path("lm", "shakespeare_char_cpu.py"))
   config_lib.apply_overrides(c, TINY_LM)
@@ -312,9 +315,10 @@ def test_bf16_compute_keeps_fp32_params_and_remat_keeps_gradients():
     p = make(cc, spec)
     params = p.init(jax.random.key(0), spec.example_batch(1)).params
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
-    loss = lambda q: p.functions["token_nll"](q, tokens).mean()
+    net = lm.model_of(cc, spec)
+    loss = lambda q: lm.token_nll(net, q, tokens).mean()
     grads[name] = jax.jit(jax.grad(loss))(params)
-    assert p.functions["logits"](params, tokens[:, :-1]).dtype == jnp.float32
+    assert lm.logits(net, params, tokens[:, :-1]).dtype == jnp.float32
   flat = lambda g: np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])
   np.testing.assert_allclose(flat(grads["remat"]), flat(grads["fp32"]), rtol=1e-5, atol=1e-7)
   # bf16 compute: the same gradients to bf16 precision, not bitwise.

@@ -55,3 +55,109 @@ def test_core_and_eval_do_not_import_families():
         if target in FAMILIES:
           bad.append(f"{os.path.relpath(path, ROOT)}:{line} imports gen.{target}")
   assert not bad, "\n".join(bad)
+
+
+# Words that belong to a family or a family's data. The core and the CLI name none of them
+# in code (docstrings and comments may give examples); the core's own image sources
+# (gen/core/data/sources.py) may name their datasets.
+FAMILY_WORDS = ("token", "tokenizer", "vocab", "prompt", "chorale", "jsb", "midi", "wav",
+                "music", "text:", "pairs", "dpo", "finetune", "classifier", "diffusion",
+                "denoise", "gan", "vae", "pixelcnn", "lm.")
+DATASETS = ("digits", "mnist", "fashion_mnist", "shakespeare", "cifar")
+# `gen eval --fd_classifier`: the feature network of the Fréchet distance, an eval concept.
+ALLOWED = {"fd_classifier"}
+
+
+def _code_words(path):
+  """Identifiers, attribute names and string constants of a module, without docstrings."""
+  tree = ast.parse(open(path).read(), path)
+  docstrings = set()
+  for node in ast.walk(tree):
+    if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+      body = node.body
+      if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        docstrings.add(id(body[0].value))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Name):
+      yield node.lineno, node.id
+    elif isinstance(node, ast.Attribute):
+      yield node.lineno, node.attr
+    elif isinstance(node, ast.arg):
+      yield node.lineno, node.arg
+    elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+      yield node.lineno, node.name
+    elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+          and id(node) not in docstrings):
+      yield node.lineno, node.value
+
+
+def _core_files():
+  yield os.path.join(GEN, "cli.py")
+  yield from _py_files(os.path.join(GEN, "core"))
+
+
+def test_core_names_no_family_concept_or_dataset():
+  bad = []
+  for path in _core_files():
+    rel = os.path.relpath(path, ROOT)
+    words = FAMILY_WORDS + (() if rel.endswith(os.path.join("data", "sources.py")) else DATASETS)
+    for line, text in _code_words(path):
+      low = text.lower()
+      hits = [w for w in words if w in low and text not in ALLOWED]
+      if hits:
+        bad.append(f"{rel}:{line}: {text[:60]!r} names {hits[0]!r}")
+  assert not bad, "the core and CLI must not name families or their data:\n" + "\n".join(bad)
+
+
+def test_no_module_reads_another_by_string():
+  """No `functions[...]`-style side channel: the contract's members are typed fields."""
+  from gen.core.pipeline import Pipeline
+
+  assert "functions" not in {f.name for f in __import__("dataclasses").fields(Pipeline)}
+  bad = []
+  for folder in ("gen", "tests", "benchmarks"):
+    for path in _py_files(os.path.join(ROOT, folder)):
+      for line, text in _code_words(path):
+        if text == "functions":
+          bad.append(f"{os.path.relpath(path, ROOT)}:{line}")
+  assert not bad, "\n".join(bad)
+
+
+def _module_name(path):
+  rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+  return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def test_no_import_cycles():
+  """Module-level imports between gen modules form no cycle (imports inside functions, which
+  run later, are not counted)."""
+  modules = {_module_name(p): p for p in _py_files(GEN)}
+  graph = {}
+  for name, path in modules.items():
+    tree = ast.parse(open(path).read(), path)
+    deps = set()
+    for node in tree.body:
+      targets = []
+      if isinstance(node, ast.Import):
+        targets = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        # `from pkg import sub` needs the module pkg.sub; `from pkg import name`, pkg itself.
+        targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules
+                   else node.module for a in node.names]
+      deps |= {t for t in targets if t in modules and t != name}
+    graph[name] = deps
+  state, cycle = {}, []
+
+  def visit(n, stack):
+    state[n] = 1
+    for d in sorted(graph[n]):
+      if state.get(d) == 1:
+        cycle.append(" -> ".join(stack[stack.index(d):] + [d]))
+      elif d not in state:
+        visit(d, stack + [d])
+    state[n] = 2
+
+  for n in sorted(graph):
+    if n not in state:
+      visit(n, [n])
+  assert not cycle, "import cycles:\n" + "\n".join(cycle)

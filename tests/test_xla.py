@@ -46,7 +46,9 @@ def test_each_family_asks_for_its_options(config, overrides, expected):
   from gen.core.train import build
   c = config_lib.load(f"configs/{config}.py", overrides)
   if c.family == "lm":
-    spec = DataSpec((c.data.seq_len,), 0, "none", kind="tokens", vocab_size=65)
+    from gen.lm.data import token_spec
+
+    spec = token_spec(c.data.seq_len, vocab_size=65)
   else:
     spec = DataSpec((8, 8, 1), 10, c.data.preprocess)
   assert dict(build(c, spec).compiler_options) == dict(expected)

@@ -1,7 +1,7 @@
 """Note-by-note Bach chorales: a small GPT over soprano-alto-tenor-bass tokens.
 
 Each quarter-note step is four tokens (S, A, T, B; a token names voice and pitch or a
-rest), each chorale `BOS ... EOS` (gen.core.data.music). Samples are written as MIDI,
+rest), each chorale `BOS ... EOS` (gen.lm.data.music). Samples are written as MIDI,
 a WAV rendering and a piano-roll picture.
 
 Run:       gen train --config=configs/lm/jsb_chorales.py --workdir=runs/chorales

@@ -38,10 +38,11 @@ from gen.core.config import ConfigDict, load_file
 def get_config():
   c = load_file(os.path.join(os.path.dirname(__file__), "jsb_chorales.py"))
   c.model.dropout = 0.0  # The policy and the reference are scored deterministically.
-  c.data.pairs = ""  # JSONL preference pairs (gen.core.data.pairs); required.
+  c.data.pairs = ""  # JSONL preference pairs (gen.lm.data.pairs); required.
 
+  c.family = "lm.finetune"  # Fine-tuning from feedback (gen.lm.finetune).
   c.finetune = ConfigDict()
-  c.finetune.method = "dpo"  # "" (next-token training) | reinforce | ppo | dpo
+  c.finetune.method = "dpo"  # reinforce | ppo | dpo
   c.finetune.reward = "chorale_rules"  # RL only (the pairs were ranked by it).
   c.finetune.target = 0.0
   c.finetune.prompt_len = 0

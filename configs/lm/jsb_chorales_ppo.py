@@ -41,8 +41,9 @@ def get_config():
   c = load_file(os.path.join(os.path.dirname(__file__), "jsb_chorales.py"))
   c.model.dropout = 0.0  # Fine-tuning samples and scores the model deterministically.
 
+  c.family = "lm.finetune"  # Fine-tuning from feedback (gen.lm.finetune).
   c.finetune = ConfigDict()
-  c.finetune.method = "ppo"  # "" (next-token training) | reinforce | ppo | dpo
+  c.finetune.method = "ppo"  # reinforce | ppo | dpo
   c.finetune.reward = "chorale_rules"  # A name registered in gen.lm.finetune.rewards.
   c.finetune.target = 0.0  # The reward's target, where it has one (line_length: characters).
   c.finetune.prompt_len = 0  # 0: prompts are the start token (BOS); k: a data window's first k.

@@ -31,8 +31,9 @@ from gen.core.config import ConfigDict, load_file
 
 def get_config():
   c = load_file(os.path.join(os.path.dirname(__file__), "shakespeare_char_cpu.py"))
+  c.family = "lm.finetune"  # Fine-tuning from feedback (gen.lm.finetune).
   c.finetune = ConfigDict()
-  c.finetune.method = "reinforce"  # "" (next-token training) | reinforce | ppo | dpo
+  c.finetune.method = "reinforce"  # reinforce | ppo | dpo
   c.finetune.reward = "line_length"  # A name registered in gen.lm.finetune.rewards.
   c.finetune.target = 20.0  # Characters per line.
   c.finetune.prompt_len = 0  # 0: prompts are the start token ("\n"); k: a data window's first k.

@@ -20,6 +20,8 @@ from typing import Any
 
 import ml_collections
 
+from gen.core.data import sources
+
 ConfigDict = ml_collections.ConfigDict
 
 
@@ -36,11 +38,12 @@ def base_config() -> ConfigDict:
   c.family = ""
   c.seed = 0
   # A workdir whose newest checkpoint gives the initial params (its EMA copy when it has
-  # one); optimizer state and step start fresh, the tokenizer is kept. Ignored on resume.
+  # one); optimizer state and step start fresh, the data's saved files (e.g. a vocabulary)
+  # are kept. Ignored on resume.
   c.init_from = ""
 
   c.data = ConfigDict()
-  c.data.name = "digits"  # digits | mnist | fashion_mnist | tfds:NAME
+  c.data.name = sources.DEFAULT  # A registered source (gen.core.data.sources, or a family's).
   c.data.dir = ""  # IDX/TFDS files; falls back to $GEN_DATA_DIR.
   c.data.batch_size = 128  # Global batch size, split over all devices.
   c.data.eval_batch_size = 500
@@ -86,7 +89,20 @@ def base_config() -> ConfigDict:
 # --------------------------------------------------------------------------- loading
 
 
+def _module_file(name: str) -> str | None:
+  """The file of config module `name` (`gen.classifier.configs.mnist`), if it is one."""
+  if os.sep in name or name.endswith(".py") or "." not in name:
+    return None
+  try:
+    spec = importlib.util.find_spec(name)
+  except (ImportError, ValueError):
+    return None
+  return spec.origin if spec is not None and spec.origin else None
+
+
 def _load_module(path: str):
+  if not os.path.isfile(path):
+    path = _module_file(path) or path
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
   name = "gen_config_" + os.path.splitext(os.path.basename(path))[0]
@@ -102,9 +118,10 @@ def _load_module(path: str):
 
 
 def load_file(spec: str) -> ConfigDict:
-  """Loads `FILE` or `FILE:ARG` (the argument is passed to `get_config`)."""
+  """Loads `FILE` or `FILE:ARG` (the argument is passed to `get_config`). FILE may also be
+  the dotted name of a module that a package ships, like `gen.classifier.configs.mnist`."""
   path, arg = spec, None
-  if ":" in spec and not os.path.isfile(spec):
+  if ":" in spec and not os.path.isfile(spec) and not _module_file(spec):
     path, arg = spec.split(":", 1)
   module = _load_module(path)
   config = module.get_config(arg) if arg is not None else module.get_config()
@@ -212,7 +229,7 @@ def validate(config: ConfigDict) -> None:
         raise ConfigError(f"config is missing the required key '{key}'")
       node = node[part]
   if not config.family:
-    raise ConfigError("config.family is empty: set it to a family such as 'vae'")
+    raise ConfigError("config.family is empty: set it to a family package, a folder of gen/")
   try:
     importlib.import_module(f"gen.{config.family}")
   except ModuleNotFoundError as e:

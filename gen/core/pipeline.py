@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,39 +45,62 @@ from flax import struct
 
 from gen.core import parallel
 
+SPEC_FILE = "data_spec.json"
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
   """What a family needs to know about the data, without loading it.
 
-  Images: `shape` is (H, W, C) and batches are `{"image": float[B, H, W, C], "label":
-  int32[B]}`. Tokens (`kind="tokens"`): `shape` is (seq_len,), the model's context, and
-  batches are `{"tokens": int32[B, seq_len + 1]}` (inputs and next-token targets);
-  `end_id` is the token that ends a sample (-1: none).
+  `shape` is one example's shape (images: (H, W, C)); `fields` names the arrays of one
+  training example, `{name: (shape, dtype)}`, for example batches and abstract shapes;
+  `kind` is the modality (`image`, or a family's own, e.g. `tokens`); `preprocess` says how
+  uint8 pixels became model inputs (see `gen.core.data.preprocess`). `extra` holds the
+  facts a family's data adds (JSON-able, e.g. a vocabulary); the core never reads it.
   """
 
   shape: tuple[int, ...]
-  num_classes: int
-  preprocess: str  # how uint8 pixels became model inputs (see gen.core.data.preprocess)
-  kind: str = "image"  # image | tokens
-  vocab_size: int = 0
-  end_id: int = -1
+  num_classes: int = 0
+  preprocess: str = ""
+  kind: str = "image"
+  fields: Mapping[str, tuple[tuple[int, ...], str]] = dataclasses.field(default_factory=dict)
+  extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    object.__setattr__(self, "shape", tuple(self.shape))
+    if not self.fields:  # Labelled images.
+      object.__setattr__(self, "fields", {"image": (self.shape, "float32"),
+                                          "label": ((), "int32")})
+    object.__setattr__(self, "fields", {k: (tuple(s), str(d)) for k, (s, d) in
+                                        self.fields.items()})
+
+  @classmethod
+  def images(cls, shape, num_classes: int, preprocess: str) -> DataSpec:
+    return cls(tuple(shape), num_classes, preprocess)
 
   def example_batch(self, n: int) -> dict[str, jnp.ndarray]:
     """Zeros shaped like a batch of `n` examples (for init and abstract shapes)."""
-    if self.kind == "tokens":
-      return {"tokens": jnp.zeros((n, self.shape[0] + 1), jnp.int32)}
-    return {"image": jnp.zeros((n,) + tuple(self.shape), jnp.float32),
-            "label": jnp.zeros((n,), jnp.int32)}
+    return {k: jnp.zeros((n,) + s, d) for k, (s, d) in self.fields.items()}
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self))
 
   @classmethod
   def from_json(cls, text: str) -> DataSpec:
-    d = json.loads(text)
-    d["shape"] = tuple(d["shape"])
-    return cls(**d)
+    return cls(**json.loads(text))
+
+  @classmethod
+  def load(cls, workdir: str) -> DataSpec | None:
+    """The spec a run saved in `workdir`, or None when there is none."""
+    path = os.path.join(workdir, SPEC_FILE)
+    if not os.path.isfile(path):
+      return None
+    with open(path) as f:
+      return cls.from_json(f.read())
+
+  def save(self, workdir: str) -> None:
+    with open(os.path.join(workdir, SPEC_FILE), "w") as f:
+      f.write(self.to_json() + "\n")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,6 @@ import contextlib
 import importlib
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -28,14 +27,12 @@ from gen.core import config as config_lib
 from gen.core import images as images_lib
 from gen.core import parallel, xla
 from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
-from gen.core.data import Data, postprocess
-from gen.core.data import tokenizers as tok_lib
+from gen.core.data import Data, ImageData, postprocess
 from gen.core.logging import MetricWriter, progress
-from gen.core.pipeline import DataSpec, Pipeline, TrainState
+from gen.core.pipeline import SPEC_FILE, DataSpec, Pipeline, TrainState
 
 log = logging.getLogger("gen")
 
-SPEC_FILE = "data_spec.json"
 CONFIG_FILE = "config.json"
 
 
@@ -43,10 +40,22 @@ class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
+def family_of(config):
+  """The module `gen.<config.family>`."""
+  return importlib.import_module(f"gen.{config.family}")
+
+
 def build(config, spec: DataSpec) -> Pipeline:
   """Imports `gen.<config.family>` and calls its `make(config, spec)`."""
-  family = importlib.import_module(f"gen.{config.family}")
-  return family.make(config, spec)
+  return family_of(config).make(config, spec)
+
+
+def open_data(config, *, reuse=(), process_index: int | None = None,
+              process_count: int | None = None) -> Data:
+  """The data of `config`: its family's `make_data`, else the core's labelled images."""
+  make_data = getattr(family_of(config), "make_data", ImageData)
+  return make_data(config, process_index=process_index, process_count=process_count,
+                   reuse=reuse)
 
 
 def _keys(seed: int):
@@ -87,9 +96,7 @@ def evaluate(eval_fn, state, data: Data, put, rng, max_batches: int = 0,
   sums: dict[str, float] = {}
   count = 0.0
   bs = batch_size or data.cfg.eval_batch_size
-  total = math.ceil(len(data.eval_source) / bs)
-  total = min(total, max_batches) if max_batches else total
-  pbar = progress(total, 0, bar)
+  pbar = progress(data.num_eval_batches(max_batches, bs), 0, bar)
   for i, batch in enumerate(data.eval_batches(max_batches, batch_size)):
     batch = put(batch)
     out, mask = parallel.to_host((eval_fn(state, batch, jax.random.fold_in(rng, i)),
@@ -112,20 +119,10 @@ class _Run:
 
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    # Data errors surface before anything is written. A resumed run reuses its tokenizer,
-    # a fine-tuning run (`init_from`) the tokenizer of the run it starts from.
-    init_from = config.get("init_from", "")
-    tok_dir = workdir
-    if init_from and not os.path.exists(os.path.join(workdir, tok_lib.TOKENIZER_FILE)):
-      tok_dir = init_from
-    self.data = Data(config, workdir=tok_dir)
-    self.tokenizer = self.data.tokenizer
-    if self.data.kind == "tokens":
-      self.spec = DataSpec(tuple(self.data.shape), 0, "tokens", "tokens",
-                           self.tokenizer.vocab_size, self.tokenizer.end_id)
-    else:
-      self.spec = DataSpec(tuple(self.data.shape), self.data.num_classes,
-                           config.data.preprocess)
+    # Data errors surface before anything is written. A resumed run reuses what its data
+    # saved (e.g. a vocabulary); a fine-tuning run (`init_from`) that of the run it starts from.
+    self.data = open_data(config, reuse=(workdir, config.get("init_from", "")))
+    self.spec = self.data.spec
     self.pipeline = build(config, self.spec)
     pc = config.get("parallel") or config_lib.base_config().parallel
     if pc.mode not in parallel.MODES:
@@ -148,13 +145,8 @@ class _Run:
     p = self.pipeline
     self.eval_step = xla.jit(p.eval_step, p.compiler_options)
     num = config.train.num_samples
-    if self.tokenizer is not None:  # Unconditional: every sample starts from the start tokens
-      # (or, for a tokenizer without one, from the first token of the training data).
-      start = self.tokenizer.start_ids or [int(self.data.train_source.stream[0])]
-      prompt, lens = tok_lib.pad_prompts([start] * num)
-      self.sample = xla.jit(lambda params, rng: p.sample(params, rng, num, prompt, lens),
-                            p.compiler_options)
-    else:
+    self.sample = None
+    if p.sample is not None:
       self.sample = xla.jit(lambda params, rng: p.sample(params, rng, num), p.compiler_options)
     self.visualize = xla.jit(p.visualize, p.compiler_options) if p.visualize else None
     self.all_finite = jax.jit(lambda t: jnp.all(jnp.array(
@@ -240,38 +232,47 @@ class _Run:
     return state
 
   def write_samples(self, state, step: int, writer: MetricWriter, bar=None) -> list[str]:
-    """Samples to `images/samples_STEP.*` and `samples.*`: an image grid (+ the family's own
-    pictures), or for token data the decoded text (music: MIDI, WAV and a piano roll)."""
+    """Samples to `images/samples_STEP.*` and `samples.*`, in the family's own files
+    (`write_samples`) or as an image grid, and the family's pictures (`visualize`)."""
+    p = self.pipeline
     parallel.barrier("samples")
-    if self.tokenizer is not None:
-      rows = token_rows(parallel.to_host(
-          self.sample(self.pipeline.sample_params(state), self.keys["sample"])))
-      if jax.process_index() != 0:
-        return []
-      self.tokenizer.write_samples(
-          rows, os.path.join(self.workdir, "images", f"samples_{step:07d}"))
-      paths = self.tokenizer.write_samples(rows, os.path.join(self.workdir, "samples"))
-      text = self.tokenizer.decode(rows[0])
-      writer.text(step, "samples", text)
-      if bar is not None:
-        bar.write(f"step {step} sample: " + text[:300].replace("\n", "\n  "))
-      return paths
-    mode = self.spec.preprocess
-    params = self.pipeline.sample_params(state)
-    pictures = {"samples": (self.sample(params, self.keys["sample"]), None)}
+    pictures = {}
+    if self.sample is not None:
+      pictures["samples"] = self.sample(p.sample_params(state), self.keys["sample"])
     if self.visualize is not None:
       batch = next(self.data.eval_batches(1, self.eval_batch_size))
       pictures.update(self.visualize(state, self.put(batch), self.keys["sample"]))
-    pictures = {k: (parallel.to_host(v[0]), v[1]) for k, v in pictures.items()}
+    pictures = {k: parallel.to_host(v) for k, v in pictures.items()}
     paths = []
     if jax.process_index() != 0:
       return paths
-    for name, (imgs, ncol) in pictures.items():
-      pic = images_lib.grid(postprocess(np.asarray(imgs), mode), ncol)
+    if p.write_samples is not None and "samples" in pictures:
+      samples = pictures.pop("samples")
+      p.write_samples(samples, os.path.join(self.workdir, "images", f"samples_{step:07d}"))
+      paths += p.write_samples(samples, os.path.join(self.workdir, "samples"))
+      if p.preview is not None:
+        text = p.preview(samples)
+        writer.text(step, "samples", text)
+        if bar is not None:
+          bar.write(f"step {step} sample: " + text[:300].replace("\n", "\n  "))
+    for name, imgs in pictures.items():
+      pic = images_lib.grid(postprocess(np.asarray(imgs), self.spec.preprocess))
       images_lib.save_png(os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"), pic)
       paths.append(images_lib.save_png(os.path.join(self.workdir, f"{name}.png"), pic))
       writer.image(step, name, pic)
     return paths
+
+
+def compile_sampler(pipeline: Pipeline, num: int, kwargs: dict):
+  """`(params, rng) -> samples`: `pipeline.sample` for `num` samples, jitted once. Python
+  values among `kwargs` (sampler names, step counts) are fixed in the program; arrays and
+  pytrees (prompts, a classifier's params) are traced arguments."""
+  plain = (bool, int, float, str, type(None))
+  static = {k: v for k, v in kwargs.items() if isinstance(v, plain)}
+  traced = {k: v for k, v in kwargs.items() if k not in static}
+  fn = xla.jit(lambda p, rng, t: pipeline.sample(p, rng, num, **static, **t),
+               pipeline.compiler_options)
+  return lambda params, rng: fn(params, rng, traced)
 
 
 def _shapes(tree) -> dict[str, tuple]:
@@ -290,17 +291,11 @@ def _check_fits(params, like, source: str) -> None:
                           + "\n  ".join(problems[:20]))
 
 
-def token_rows(tokens) -> list[list[int]]:
-  """A sampler's int32[B, L] output as lists of ids, dropping the -1 after an end token."""
-  return [[int(t) for t in row if t >= 0] for row in np.asarray(jax.device_get(tokens))]
-
-
-def _write_run_files(config, workdir: str, spec: DataSpec, tokenizer=None) -> None:
+def _write_run_files(config, workdir: str, data: Data) -> None:
   if jax.process_index() != 0:
     return
   os.makedirs(workdir, exist_ok=True)
-  if tokenizer is not None:
-    tokenizer.save(workdir)
+  data.save(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_lib.to_json(config)
   if os.path.exists(path):
@@ -314,8 +309,7 @@ def _write_run_files(config, workdir: str, spec: DataSpec, tokenizer=None) -> No
                   workdir, ", ".join(diff) or "formatting")
   with open(path, "w") as f:
     f.write(new + "\n")
-  with open(os.path.join(workdir, SPEC_FILE), "w") as f:
-    f.write(spec.to_json() + "\n")
+  data.spec.save(workdir)
 
 
 def _get(d, dotted):
@@ -335,7 +329,7 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   """
   tc = config.train
   run = _Run(config, workdir)
-  _write_run_files(config, workdir, run.spec, run.tokenizer)
+  _write_run_files(config, workdir, run.data)
   ckpt = Checkpointer(workdir, keep=tc.keep_checkpoints, async_save=tc.async_checkpoints)
   writer = MetricWriter(workdir)
   iterator = run.data.train_iterator()
@@ -450,9 +444,9 @@ def load_workdir(workdir: str, overrides=(), step: int | None = None):
     config.unlock()
     config_lib.apply_overrides(config, overrides)
     config.lock()
-  spec_path = os.path.join(workdir, SPEC_FILE)
-  with open(spec_path) as f:
-    spec = DataSpec.from_json(f.read())
+  spec = DataSpec.load(workdir)
+  if spec is None:
+    raise CheckpointError(f"no {SPEC_FILE} in {workdir}: is this a gen workdir?")
   pipeline = build(config, spec)
   mesh = parallel.make_mesh()
   repl = parallel.replicated(mesh)

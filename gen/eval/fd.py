@@ -6,12 +6,13 @@ flags pass through as in `gen sample`; conditional models draw their classes as 
 sampler does by default: uniformly at random, or cycling through the classes) and
 compares their features with the real images of the reference split:
 
-- `fd`: features of a classifier that gen trains itself on the dataset (family
-  `classifier`, config `configs/classifier/<dataset>.py`), named "FD (gen classifier
-  features, <dataset>)": numbers are comparable only with the same classifier, never with
-  published FIDs. Without `--fd_classifier=WORKDIR` the classifier lives in
-  `$GEN_CACHE_DIR/classifiers/<dataset>` (default `~/.cache/gen`); it is trained there on
-  first use.
+- `fd`: features of a classifier trained by gen on the dataset (any run whose pipeline has
+  a `features` map; gen's own are the `classifier` family's, configs shipped in the package
+  as `gen.classifier.configs.<dataset>`), named "FD (gen classifier features, <dataset>)":
+  numbers are comparable only with the same classifier, never with published FIDs. The
+  classifier is `--fd_classifier=WORKDIR`, else the run in `$GEN_CACHE_DIR/classifiers/
+  <dataset>` (default `~/.cache/gen`); nothing is trained here: without one, the error
+  gives the `gen train` command that makes it.
 - `fid`: Inception pool3 features (`gen.eval.inception`; `--inception=WEIGHTS`, the
   standard FID weights, given by path), comparable with published FIDs when the reference
   split and sample count match theirs (CIFAR-10: 50,000 samples against the train split).
@@ -41,15 +42,14 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from gen.core import config as config_lib
 from gen.core import train as train_lib
 from gen.core import xla
 from gen.core.data import postprocess, preprocess, sources
 from gen.eval import frechet
 
 CACHE_ENV = "GEN_CACHE_DIR"
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "classifier")
+# Where gen's feature classifier configs live (a package module per dataset).
+CONFIG_MODULE = "gen.classifier.configs.{slug}"
 PR_K = 3  # Neighbourhood size of precision/recall (Kynkäänniemi et al. 2019).
 
 
@@ -112,42 +112,42 @@ def _trained_step(workdir: str) -> int:
   return max(steps, default=0)
 
 
-def ensure_classifier(dataset: str, data_dir: str = "", workdir: str = "") -> str:
-  """The classifier's workdir: `workdir` if given, else the cache, trained there if needed."""
-  if workdir:
-    if not _trained_step(workdir):
-      raise ValueError(f"--fd_classifier={workdir} holds no checkpoint: train one with "
-                       f"gen train --config={os.path.join(CONFIGS, _slug(dataset) + '.py')}")
-    return workdir
-  workdir = os.path.join(cache_root(), "classifiers", _slug(dataset))
-  path = os.path.join(CONFIGS, _slug(dataset) + ".py")
-  if os.path.isfile(os.path.join(workdir, train_lib.CONFIG_FILE)):  # Resume that run.
-    config = config_lib.load_json(os.path.join(workdir, train_lib.CONFIG_FILE))
-  elif os.path.isfile(path):
-    config = config_lib.load(path, [f"--config.data.dir={data_dir}"] if data_dir else [])
-  else:
-    raise ValueError(f"no feature classifier config for '{dataset}' ({path} does not exist): "
-                     "write one (family 'classifier'), or pass --fd_classifier=WORKDIR")
-  if _trained_step(workdir) < config.train.num_steps:
-    _say(f"no trained feature classifier for {dataset} in {workdir}: training one with "
-         f"{os.path.relpath(path)} ({config.train.num_steps} steps; done once, then cached)")
-    train_lib.train(config, workdir)
+def default_classifier_dir(dataset: str) -> str:
+  return os.path.join(cache_root(), "classifiers", _slug(dataset))
+
+
+def train_command(dataset: str, workdir: str, data_dir: str = "") -> str:
+  """The command that trains gen's feature classifier for `dataset` into `workdir`."""
+  data = f" --config.data.dir={data_dir}" if data_dir else ""
+  return (f"gen train --config={CONFIG_MODULE.format(slug=_slug(dataset))} "
+          f"--workdir={workdir}{data}")
+
+
+def find_classifier(dataset: str, data_dir: str = "", workdir: str = "") -> str:
+  """The feature classifier's workdir: `workdir` if given, else the cache's; it must hold a
+  trained run (a one-line error with the command that trains one otherwise)."""
+  given = bool(workdir)
+  workdir = workdir or default_classifier_dir(dataset)
+  if not _trained_step(workdir):
+    where = (f"--fd_classifier={workdir} holds no checkpoint" if given else
+             f"no feature classifier for {dataset} in {workdir} (pass --fd_classifier=WORKDIR)")
+    raise ValueError(f"{where}: train one with `{train_command(dataset, workdir, data_dir)}`")
   return workdir
 
 
 def classifier_features(dataset: str, data_dir: str = "", workdir: str = "",
                         batch: int = 500) -> Features:
-  """The penultimate features of gen's classifier for `dataset` (trained on first use)."""
-  workdir = ensure_classifier(dataset, data_dir, workdir)
+  """The features of the classifier run for `dataset` (see `find_classifier`)."""
+  workdir = find_classifier(dataset, data_dir, workdir)
   config, spec, pipeline, state, step = train_lib.load_workdir(workdir)
-  if "features" not in pipeline.functions:
-    raise ValueError(f"{workdir} is a {config.family} run: --fd_classifier needs a run of "
-                     "the 'classifier' family (it provides functions['features'])")
+  if pipeline.features is None:
+    raise ValueError(f"{workdir} is a {config.family} run, which has no feature map: "
+                     "--fd_classifier needs a run whose pipeline defines `features`")
   if config.data.name != dataset:
     raise ValueError(f"the classifier in {workdir} was trained on {config.data.name}, not "
                      f"{dataset}")
   params = pipeline.sample_params(state)
-  fn = xla.jit(pipeline.functions["features"], pipeline.compiler_options)
+  fn = xla.jit(pipeline.features, pipeline.compiler_options)
   mode = spec.preprocess
 
   def features(images):
@@ -206,18 +206,18 @@ def reference(features: Features, dataset: str, split: str, data_dir: str, mode:
   return stats
 
 
-def draw_samples(pipeline, params, num: int, batch: int, seed: int, mode: str,
+def draw_samples(pipeline, state, num: int, batch: int, seed: int, mode: str,
                  sampler_args: dict) -> tuple[np.ndarray, dict]:
   """`num` samples as uint8, from `sample` compiled once at `batch`; and timings."""
-  fn = xla.jit(lambda p, rng: pipeline.sample(p, rng, batch, **sampler_args),
-               pipeline.compiler_options)
+  fn = train_lib.compile_sampler(pipeline, batch, sampler_args)
+  params = pipeline.sample_params(state)
   key = jax.random.key(seed)
   out, bar = [], _bar(num, "sampling")
   t0 = time.time()
   t_first = None
   for i in range(math.ceil(num / batch)):
     x = jax.device_get(fn(params, jax.random.fold_in(key, i)))
-    if isinstance(x, tuple):
+    if x.ndim == 5:
       raise ValueError("the sampler returned a laid-out grid (e.g. --interpolate): FD needs "
                        "independent samples")
     out.append(to_uint8(postprocess(x, mode)))
@@ -261,10 +261,12 @@ def evaluate(workdir: str = "", *, metric: str = "fd", num_samples: int = 10_000
              overrides=(), sampler_args: dict | None = None, check_args=None) -> dict:
   """FD or FID of a workdir's samples (or of a real split, `real_split`); see the module.
 
-  `check_args(pipeline, family)` may reject sampler arguments before anything is computed.
+  `check_args(pipeline, sampler_args, family)` may reject sampler arguments before anything
+  is computed.
   """
   t0 = time.time()
   sampler_args = dict(sampler_args or {})
+  given_args = dict(sampler_args)  # For the record: the flags, not what they load.
   run = None
   if workdir:
     config, spec, pipeline, state, step = train_lib.load_workdir(workdir, overrides, step)
@@ -272,8 +274,13 @@ def evaluate(workdir: str = "", *, metric: str = "fd", num_samples: int = 10_000
       raise ValueError(f"--metric={metric} is for image models; {workdir} holds a "
                        f"{config.family} model of tokens")
     dataset, data_dir, mode = config.data.name, config.data.dir, spec.preprocess
-    if check_args is not None and not real_split:
-      check_args(pipeline, config.family)
+    if not real_split:
+      if pipeline.sample is None:
+        raise ValueError(f"the {config.family} family draws no samples")
+      if pipeline.sample_options is not None:  # E.g. a classifier for guidance, loaded here.
+        _, sampler_args = pipeline.sample_options(batch, sampler_args)
+      if check_args is not None:
+        check_args(pipeline, sampler_args, config.family)
     run = {"step": step, "family": config.family}
   elif real_split and dataset:
     data_dir, mode = "", "scale"
@@ -293,8 +300,8 @@ def evaluate(workdir: str = "", *, metric: str = "fd", num_samples: int = 10_000
       images = images[np.random.default_rng(seed).choice(len(images), num_samples, False)]
     what = f"real {real_split} images"
   else:
-    images, timing = draw_samples(pipeline, pipeline.sample_params(state), num_samples, batch,
-                                  seed, mode, sampler_args)
+    images, timing = draw_samples(pipeline, state, num_samples, batch, seed, mode,
+                                  sampler_args)
     what = "samples"
   result = score(feats(images, f"{what} features"), ref, seed)
   num = len(images)
@@ -302,7 +309,7 @@ def evaluate(workdir: str = "", *, metric: str = "fd", num_samples: int = 10_000
          "scored": what, "precision": result["precision"], "recall": result["recall"],
          "pr_k": PR_K, "pr_num": result["pr_num"], "data": dataset, "preprocess": mode,
          "reference": f"{dataset} {ref_split}, {len(ref['features']):,} images",
-         **(run or {}), "sampler_args": sampler_args, **timing, **feats.info,
+         **(run or {}), "sampler_args": given_args, **timing, **feats.info,
          "seconds": round(time.time() - t0, 1)}
   warning = warn_if_few(num)
   if warning:

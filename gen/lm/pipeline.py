@@ -6,89 +6,175 @@ cross-entropy in nats; `gen eval` averages it over every token of the eval split
 the data source adds perplexity and the loss per character (text) or per time step
 (music).
 
-A `finetune` config section with a `method` switches to fine-tuning from feedback
-(`gen.lm.finetune`): REINFORCE or PPO against a reward, or DPO from preference pairs.
-Plain supervised fine-tuning is this pipeline with `config.init_from`.
+Every step is a module-level pure function of the model and its arguments; `make` binds
+them with `functools.partial`. Fine-tuning from feedback (REINFORCE, PPO, DPO) is its own
+family, `gen.lm.finetune` (`family = "lm.finetune"`); plain supervised fine-tuning is this
+pipeline with `config.init_from`.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.lm import sampling
-from gen.lm.models import make_model
+from gen.lm.data import KIND, tokenizer_of
+from gen.lm.data import tokenizers as tok_lib
+from gen.lm.models import GPT, make_model
+
+
+def model_of(config, spec: DataSpec) -> GPT:
+  """The transformer of `config.model` for the vocabulary and context of `spec`."""
+  if spec.kind != KIND:
+    raise ConfigError("the lm family models token data: use a text:PATH, tfds text or "
+                      "jsb_chorales source and set data.seq_len")
+  return make_model(config, spec.extra["vocab_size"], spec.shape[0])
+
+
+# ------------------------------------------------------------------------------- math
+
+
+def logits(model: GPT, params, tokens, rng=None):
+  """Full-context logits [B, S, V] (dropout on when `rng` is given)."""
+  if rng is None:
+    return model.apply({"params": params}, tokens)[0]
+  return model.apply({"params": params}, tokens, deterministic=False, rngs={"dropout": rng})[0]
+
+
+def token_nll(model: GPT, params, tokens, rng=None):
+  """Next-token NLL in nats: [B, seq_len]."""
+  out = logits(model, params, tokens[:, :-1], rng)
+  return optax.softmax_cross_entropy_with_integer_labels(out, tokens[:, 1:])
+
+
+def apply_cached(model: GPT, params, tokens, positions, cache):
+  """One cached forward: (logits [B, S, V], cache); see `gen.lm.sampling.decode`."""
+  return model.apply({"params": params}, tokens, positions, cache)
+
+
+def decode(model: GPT, params, rng, prompt, prompt_lens, max_new_tokens: int, **kw):
+  """`gen.lm.sampling.decode` with this model's cached forward and context."""
+  return sampling.decode(functools.partial(apply_cached, model), model.init_cache, params, rng,
+                         prompt, prompt_lens, max_new_tokens, model.max_len, **kw)
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+def init(model: GPT, tx, ema_decay: float, rng, batch):
+  params = model.init(rng, batch["tokens"][:1, :-1])["params"]
+  return TrainState.create(params, tx, ema_decay)
+
+
+def train_step(model: GPT, state, batch, rng):
+  def loss_fn(params):
+    return jnp.mean(token_nll(model, params, batch["tokens"], rng if model.dropout > 0 else None))
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  return state.apply_gradients(grads), {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(model: GPT, state, batch, rng):
+  del rng
+  return {"loss": jnp.mean(token_nll(model, state.sample_params, batch["tokens"]), axis=-1)}
+
+
+def sample(model: GPT, sc, end_id: int, start_ids, params, rng, num, prompt=None,
+           prompt_lens=None, max_new_tokens: int | None = None, temperature: float | None = None,
+           top_k: int | None = None, top_p: float | None = None, stride: int | None = None):
+  """`num` continuations of `prompt` (int32 [num, P]) as int32 [num, P + max_new_tokens].
+
+  Without a prompt every sample starts from the run's start tokens. `sc` is the config's
+  `sample` section, the defaults: temperature 0 is greedy; top_k 0 and top_p 1 turn those
+  filters off; `stride` sets how the cache slides past the context (see gen.lm.sampling).
+  """
+  if prompt is None:
+    prompt = jnp.broadcast_to(jnp.asarray(start_ids, jnp.int32), (num, len(start_ids)))
+    prompt_lens = jnp.full((num,), len(start_ids), jnp.int32)
+  if prompt.shape[0] != num:
+    raise ValueError(f"{prompt.shape[0]} prompts for num={num} samples")
+  pick = lambda v, default: default if v is None else v  # noqa: E731
+  return decode(model, params, rng, prompt, prompt_lens,
+                int(pick(max_new_tokens, sc.max_new_tokens)),
+                temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
+                top_p=pick(top_p, sc.top_p), end_id=end_id,
+                stride=int(pick(stride, sc.stride)))
+
+
+# -------------------------------------------------------------------- inputs, outputs
+
+
+def token_rows(tokens) -> list[list[int]]:
+  """A sampler's int32[B, L] output as lists of ids, dropping the -1 after an end token."""
+  return [[int(t) for t in row if t >= 0] for row in np.asarray(jax.device_get(tokens))]
+
+
+def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
+  """`gen sample`'s `--prompt=TEXT` / `--prompt_file=FILE` (one prompt per line) as padded
+  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens)."""
+  flags = dict(flags)
+  prompt, prompt_file = flags.pop("prompt", None), flags.pop("prompt_file", None)
+  if prompt is not None and prompt_file is not None:
+    raise ValueError("give --prompt or --prompt_file, not both")
+  if prompt_file is not None:
+    with open(str(prompt_file)) as f:
+      texts = [line.rstrip("\n") for line in f if line.strip()]
+    if not texts:
+      raise ValueError(f"--prompt_file={prompt_file} has no prompts")
+  else:
+    texts = [] if prompt is None else [str(prompt)]
+  if not texts:
+    return num or 4, flags
+  if tokenizer is None:
+    raise ValueError("this run's spec holds no tokenizer: prompts cannot be encoded")
+  try:
+    rows = [tokenizer.encode(t) for t in texts]
+  except tok_lib.TokenizerError as e:
+    raise ValueError(f"cannot encode the prompt: {e}") from None
+  if any(not r for r in rows):  # An empty prompt starts from the start token.
+    if not tokenizer.start_ids:
+      raise ValueError(f"empty prompt: the {tokenizer.name} tokenizer has no start token to "
+                       "begin from; give at least one token of text")
+    rows = [r or list(tokenizer.start_ids) for r in rows]
+  num = num or 1
+  ids, lens = tok_lib.pad_prompts([r for r in rows for _ in range(num)])
+  return len(ids), {**flags, "prompt": ids, "prompt_lens": lens}
+
+
+def write_samples(tokenizer: tok_lib.Tokenizer, samples, stem: str) -> list[str]:
+  """Text files, or for music MIDI, WAV and a piano roll (the tokenizer's writer)."""
+  return tokenizer.write_samples(token_rows(samples), stem)
+
+
+def preview(tokenizer: tok_lib.Tokenizer, samples) -> str:
+  return tokenizer.preview(token_rows(samples))
 
 
 def make(config, spec: DataSpec) -> Pipeline:
-  """The next-token pipeline, or the fine-tuning one when `finetune.method` is set."""
+  """Next-token training, eval and cached sampling for the model in `config.model`."""
   finetune = config.get("finetune", None)
   if finetune is not None and finetune.get("method", ""):
-    from gen.lm.finetune import make as make_finetune
+    raise ConfigError(f"finetune.method='{finetune.method}' is fine-tuning from feedback: set "
+                      "family = 'lm.finetune'")
+  model = model_of(config, spec)
+  return wire(config, spec, model, make_optimizer(config.optim, config.train.num_steps))
 
-    return make_finetune(config, spec)
-  return make_lm(config, spec)
 
-
-def make_lm(config, spec: DataSpec) -> Pipeline:
-  """Next-token training, eval and cached sampling for the model in `config.model`."""
-  if spec.kind != "tokens":
-    raise ConfigError("the lm family models token data: use a text:PATH, tfds text or "
-                      "jsb_chorales source and set data.seq_len")
-  max_len = spec.shape[0]
-  model = make_model(config, spec.vocab_size, max_len)
-  tx = make_optimizer(config.optim, config.train.num_steps)
-  sc = config.sample
-
-  def logits_fn(params, tokens, rng=None):
-    """Full-context logits [B, S, V] (dropout on when `rng` is given)."""
-    if rng is None:
-      return model.apply({"params": params}, tokens)[0]
-    return model.apply({"params": params}, tokens, deterministic=False,
-                       rngs={"dropout": rng})[0]
-
-  def token_nll(params, tokens, rng=None):
-    """Next-token NLL in nats: [B, seq_len]."""
-    logits = logits_fn(params, tokens[:, :-1], rng)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
-
-  def init(rng, batch):
-    params = model.init(rng, batch["tokens"][:1, :-1])["params"]
-    return TrainState.create(params, tx, config.optim.ema_decay)
-
-  def train_step(state, batch, rng):
-    def loss_fn(params):
-      return jnp.mean(token_nll(params, batch["tokens"], rng if model.dropout > 0 else None))
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads), {"loss": loss, "grad_norm": optax.global_norm(grads)}
-
-  def eval_step(state, batch, rng):
-    del rng
-    nll = token_nll(state.sample_params, batch["tokens"])
-    return {"loss": jnp.mean(nll, axis=-1)}
-
-  def apply_cached(params, tokens, positions, cache):
-    return model.apply({"params": params}, tokens, positions, cache)
-
-  def sample(params, rng, num, prompt, prompt_lens, max_new_tokens: int = sc.max_new_tokens,
-             temperature: float = sc.temperature, top_k: int = sc.top_k,
-             top_p: float = sc.top_p, stride: int = sc.stride):
-    """`num` continuations of `prompt` (int32 [num, P]) as int32 [num, P + max_new_tokens].
-
-    temperature 0 is greedy; top_k 0 and top_p 1 turn those filters off; `stride` sets
-    how the cache slides past the context (see gen.lm.sampling).
-    """
-    if prompt.shape[0] != num:
-      raise ValueError(f"{prompt.shape[0]} prompts for num={num} samples")
-    return sampling.decode(apply_cached, model.init_cache, params, rng, prompt, prompt_lens,
-                           int(max_new_tokens), max_len, temperature=temperature,
-                           top_k=top_k, top_p=top_p, end_id=spec.end_id, stride=int(stride))
-
-  return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                  functions={"logits": logits_fn, "token_nll": token_nll,
-                             "apply_cached": apply_cached, "init_cache": model.init_cache,
-                             "model": model})
+def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
+  """The pipeline of `model`: its steps, sampler and the tokenizer's inputs and outputs."""
+  tok = tokenizer_of(spec)
+  return Pipeline(
+      init=functools.partial(init, model, tx, config.optim.ema_decay),
+      train_step=functools.partial(train_step, model),
+      eval_step=functools.partial(eval_step, model),
+      sample=functools.partial(sample, model, config.sample, spec.extra["end_id"],
+                               tuple(spec.extra["start_ids"])),
+      sample_options=functools.partial(sample_options, tok),
+      write_samples=functools.partial(write_samples, tok) if tok else None,
+      preview=functools.partial(preview, tok) if tok else None)

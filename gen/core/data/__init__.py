@@ -1,6 +1,7 @@
 """Data sources and the grain input pipeline."""
 
-from gen.core.data.pipeline import PREPROCESS, Data, postprocess, preprocess
-from gen.core.data.sources import DataError, load
+from gen.core.data.pipeline import PREPROCESS, Data, ImageData, postprocess, preprocess
+from gen.core.data.sources import DataError, load, register
 
-__all__ = ["PREPROCESS", "Data", "DataError", "load", "postprocess", "preprocess"]
+__all__ = ["PREPROCESS", "Data", "DataError", "ImageData", "load", "postprocess", "preprocess",
+           "register"]

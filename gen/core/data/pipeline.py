@@ -1,9 +1,11 @@
 """One grain pipeline for every source: shard, shuffle, batch, preprocess, prefetch.
 
-Image sources give `{"image", "label"}` batches; token sources (a config with
-`data.seq_len`, or `jsb_chorales`) give `{"tokens": int32[B, seq_len + 1]}` windows and
-carry the tokenizer (see `gen.core.data.text`). A token config with `data.pairs` trains
-on preference pairs instead (`gen.core.data.pairs`); its eval split stays token windows.
+`Data` is the part every family shares: a training stream and an eval split over
+random-access sources (grain's `RandomAccessDataSource` protocol: `__len__` and
+`__getitem__` returning a dict of arrays), and the `DataSpec` the family's `make` reads.
+`ImageData` reads the core's image sources (`gen.core.data.sources`) into
+`{"image", "label"}` batches; a family that reads something else subclasses `Data` and
+exposes it as `make_data` (e.g. the language models' token windows).
 
 The training iterator is infinite, reshuffled every epoch from `config.seed`, and
 checkpointable: `it.get_state()` is a small JSON-able dict that the trainer saves
@@ -14,13 +16,15 @@ generator that grain seeds per batch index, so a resumed run sees the same bits.
 
 from __future__ import annotations
 
+import abc
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grain
 import numpy as np
 
-from gen.core.data import pairs, sources, text, tokenizers
+from gen.core.data import sources
+from gen.core.pipeline import DataSpec
 
 PREPROCESS = ("scale", "dequantize", "binarize", "unit")
 
@@ -57,64 +61,62 @@ def postprocess(x: np.ndarray, mode: str) -> np.ndarray:
   return np.clip(x, 0.0, 1.0)
 
 
-class Data:
-  """The train and eval streams for one config, for this process's share of the batch."""
+class Data(abc.ABC):
+  """The train and eval streams for one config, for this process's share of the batch.
+
+  Subclasses give `load(split, train) -> source` and `spec`; they may preprocess batches
+  (`prepare_train(batch, rng)` inside the grain pipeline, `prepare_eval(batch, index)`),
+  derive metrics from the family's (`derived_metrics`) and save what a run needs again
+  (`save(workdir)`, next to the config). `reuse` lists earlier workdirs (this run's own,
+  then `init_from`'s) whose saved files a subclass may take over, e.g. a vocabulary.
+  """
 
   def __init__(self, config, process_index: int | None = None, process_count: int | None = None,
-               workdir: str | None = None):
-    """`workdir`: where a token source's tokenizer was saved by an earlier run (reused)."""
+               reuse: Sequence[str] = ()):
     import jax
 
     self.cfg = config.data
     self.seed = int(config.seed)
-    self.seq_len = int(self.cfg.get("seq_len", 0))
-    self.kind = "tokens" if self.seq_len or self.cfg.name == "jsb_chorales" else "image"
-    if self.kind == "image" and self.cfg.preprocess not in PREPROCESS:
-      raise ValueError(f"data.preprocess must be one of {PREPROCESS}, got '{self.cfg.preprocess}'")
+    self.reuse = tuple(d for d in reuse if d)
     self.process_index = jax.process_index() if process_index is None else process_index
     self.process_count = jax.process_count() if process_count is None else process_count
     if self.cfg.batch_size % self.process_count:
       raise ValueError(f"data.batch_size={self.cfg.batch_size} must divide evenly over "
                        f"{self.process_count} processes")
     self.batch_size = self.cfg.batch_size // self.process_count
-    self.tokenizer = None
-    if self.kind == "tokens":
-      if self.seq_len <= 0:
-        raise ValueError(f"{self.cfg.name} is a token source: set data.seq_len > 0")
-      self.tokenizer = (tokenizers.load(workdir) if workdir else None) or \
-          text.build_tokenizer(self.cfg)
-    self.train_source = self._load(self.cfg.train_split, train=True)
     self._eval_source = None
 
-  def _load(self, split: str, train: bool):
-    if self.kind == "tokens" and train and self.cfg.get("pairs", ""):  # Preference pairs (DPO).
-      return pairs.PairSource(self.cfg.pairs, self.seq_len, self.tokenizer)
-    if self.kind == "tokens":
-      return text.load(self.cfg.name, split, self.cfg.dir, self.seq_len, self.tokenizer, train)
-    return sources.load(self.cfg.name, split, self.cfg.dir)
+  # ------------------------------------------------------------------ for subclasses
 
-  @property
-  def eval_source(self):
-    if self._eval_source is None:
-      self._eval_source = self._load(self.cfg.eval_split, train=False)
-    return self._eval_source
+  spec: DataSpec
+
+  @abc.abstractmethod
+  def load(self, split: str, train: bool):
+    """The random-access source of `split` (the training split when `train`)."""
+
+  def prepare_train(self, batch: dict, rng: np.random.Generator) -> dict:
+    """A training batch's preprocessing (random draws from `rng`); default: none."""
+    return batch
+
+  def prepare_eval(self, batch: dict, index: int) -> dict:
+    """An eval batch's preprocessing; `index` seeds any randomness. Default: none."""
+    return batch
 
   def derived_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
     """Metrics the eval source derives from the family's (perplexity, NLL per step...)."""
     fn = getattr(self.eval_source, "derived_metrics", None)
     return fn(metrics) if fn else {}
 
-  @property
-  def shape(self) -> tuple[int, ...]:
-    return tuple(self.train_source.shape)
+  def save(self, workdir: str) -> None:
+    """Writes what `gen sample` or a resumed run needs besides the spec; default: nothing."""
+
+  # ---------------------------------------------------------------------- the streams
 
   @property
-  def vocab_size(self) -> int:
-    return self.tokenizer.vocab_size if self.tokenizer else 0
-
-  @property
-  def num_classes(self) -> int:
-    return self.train_source.num_classes
+  def eval_source(self):
+    if self._eval_source is None:
+      self._eval_source = self.load(self.cfg.eval_split, train=False)
+    return self._eval_source
 
   def _process_shard(self, source) -> grain.MapDataset:
     ds = grain.MapDataset.source(source)
@@ -127,18 +129,13 @@ class Data:
     own rows of each global batch, so a run sees the same global batches (and the same
     preprocessing noise) on any number of processes.
     """
-    mode, flip = self.cfg.preprocess, self.cfg.random_flip
     if len(self.train_source) < self.cfg.batch_size:
       raise ValueError(f"{self.train_source!r}: {len(self.train_source)} examples is fewer "
                        f"than one batch of {self.cfg.batch_size}")
-
-    def prep(batch, rng):
-      return {"image": preprocess(batch["image"], mode, rng, flip), "label": batch["label"]}
-
     ds = grain.MapDataset.source(self.train_source).seed(self.seed).shuffle().repeat(None)
     ds = ds.batch(self.cfg.batch_size, drop_remainder=True)
-    if self.kind != "tokens":  # Token windows need no preprocessing.
-      ds = ds.random_map(prep, seed=self.seed + 1)
+    if type(self).prepare_train is not Data.prepare_train:
+      ds = ds.random_map(self.prepare_train, seed=self.seed + 1)
     if self.process_count == 1:
       return ds
     rows = slice(self.process_index * self.batch_size, (self.process_index + 1) * self.batch_size)
@@ -153,12 +150,16 @@ class Data:
   def example_batch(self) -> dict[str, np.ndarray]:
     return self.train_dataset()[0]
 
+  def num_eval_batches(self, max_batches: int = 0, batch_size: int | None = None) -> int:
+    bs = batch_size or self.cfg.eval_batch_size
+    num = math.ceil(len(self.eval_source) / bs)
+    return min(num, max_batches) if max_batches else num
+
   def eval_batches(self, max_batches: int = 0, batch_size: int | None = None
                    ) -> Iterator[dict[str, np.ndarray]]:
     """The eval split in order, once; the last batch is padded and `mask` marks real rows.
 
-    Random preprocessing uses a fixed seed, so every eval sees the same binarization
-    or dequantization noise.
+    Random preprocessing uses a fixed seed, so every eval sees the same noise.
     """
     bs = (batch_size or self.cfg.eval_batch_size) // self.process_count
     src = self._process_shard(self.eval_source)
@@ -168,13 +169,43 @@ class Data:
     for b in range(num):
       recs = [src[i] for i in range(b * bs, min((b + 1) * bs, len(src)))]
       batch = {k: np.stack([np.asarray(r[k]) for r in recs]) for k in recs[0]}
-      if self.kind == "image":
-        rng = np.random.default_rng([self.seed, 7919, b])
-        batch["image"] = preprocess(batch["image"], self.cfg.preprocess, rng)
-        batch["label"] = batch["label"].astype(np.int32)
+      batch = self.prepare_eval(batch, b)
       batch["mask"] = np.ones(len(recs), np.float32)
       pad = bs - len(recs)
       if pad:
         batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
                  for k, v in batch.items()}
       yield batch
+
+
+class ImageData(Data):
+  """Labelled images from a registered source (`gen.core.data.sources`): batches are
+  `{"image": float32[B, H, W, C], "label": int32[B]}` after `data.preprocess`."""
+
+  def __init__(self, config, process_index: int | None = None, process_count: int | None = None,
+               reuse: Sequence[str] = ()):
+    super().__init__(config, process_index, process_count, reuse)
+    if self.cfg.preprocess not in PREPROCESS:
+      raise ValueError(f"data.preprocess must be one of {PREPROCESS}, got '{self.cfg.preprocess}'")
+    self.train_source = self.load(self.cfg.train_split, train=True)
+    self.spec = DataSpec.images(self.shape, self.num_classes, self.cfg.preprocess)
+
+  def load(self, split: str, train: bool):
+    return sources.load(self.cfg.name, split, self.cfg.dir)
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return tuple(self.train_source.shape)
+
+  @property
+  def num_classes(self) -> int:
+    return self.train_source.num_classes
+
+  def prepare_train(self, batch, rng):
+    return {"image": preprocess(batch["image"], self.cfg.preprocess, rng, self.cfg.random_flip),
+            "label": batch["label"]}
+
+  def prepare_eval(self, batch, index):
+    rng = np.random.default_rng([self.seed, 7919, index])
+    return {**batch, "image": preprocess(batch["image"], self.cfg.preprocess, rng),
+            "label": batch["label"].astype(np.int32)}

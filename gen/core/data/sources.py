@@ -6,6 +6,9 @@ Sources are plain Python objects with `__len__` and `__getitem__` (grain's
 - `digits`: scikit-learn's bundled 8x8 digits (no files, no network).
 - `mnist`, `fashion_mnist`: the original IDX gzip files from `data.dir` or `$GEN_DATA_DIR`.
 - `tfds:NAME`: a TensorFlow Datasets entry read without TensorFlow (`tfds.data_source`).
+
+Each is registered by name (`register`); a family may register more image sources when
+it is imported.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import gzip
 import os
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -179,13 +183,26 @@ class TfdsSource:
     return {"image": image, "label": label}
 
 
-def load(name: str, split: str, data_dir: str = "") -> ArraySource | TfdsSource:
+SOURCES: dict[str, Callable[[str, str, str], object]] = {}
+DEFAULT = "digits"  # Bundled with scikit-learn: a fresh machine trains without any files.
+
+
+def register(name: str, loader: Callable[[str, str, str], object]) -> None:
+  """Registers `loader(name, split, data_dir) -> source` for `name`, or for every
+  `name...` when `name` ends with ':' (like `tfds:`)."""
+  SOURCES[name] = loader
+
+
+register("digits", lambda name, split, data_dir: digits(split))
+register("mnist", idx_dataset)
+register("fashion_mnist", idx_dataset)
+register("tfds:", lambda name, split, data_dir: TfdsSource(name[len("tfds:"):], split, data_dir))
+
+
+def load(name: str, split: str, data_dir: str = ""):
   """Returns the source called `name` for `split`."""
-  if name == "digits":
-    return digits(split)
-  if name in _IDX_FOLDERS:
-    return idx_dataset(name, split, data_dir)
-  if name.startswith("tfds:"):
-    return TfdsSource(name[len("tfds:"):], split, data_dir)
-  raise DataError(
-      f"unknown data source '{name}': expected digits, mnist, fashion_mnist or tfds:NAME")
+  loader = SOURCES.get(name) or SOURCES.get(name.split(":", 1)[0] + ":" if ":" in name else "")
+  if loader is None:
+    known = ", ".join(k + "NAME" if k.endswith(":") else k for k in SOURCES)
+    raise DataError(f"unknown data source '{name}': expected one of {known}")
+  return loader(name, split, data_dir)

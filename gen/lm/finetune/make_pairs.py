@@ -8,7 +8,7 @@ Samples pairs of continuations of the start token (or `--prompt`) with the run's
 (temperature 1, no filtering), scores both with the reward, and writes one JSON line per
 pair whose rewards differ by more than `--min_margin` (ties teach nothing):
 `{"prompt", "chosen", "rejected"}` as text, the same as token ids (`*_ids`, exact: they
-keep the end token) and both rewards. `gen.core.data.pairs` reads the file (`data.pairs`).
+keep the end token) and both rewards. `gen.lm.data.pairs` reads the file (`data.pairs`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
   for k in ("workdir", "out"):
     if not values[k]:
       raise SystemExit(f"--{k} is required")
-  config, tokenizer, pipeline, params, _ = load_policy(values["workdir"])
+  config, tokenizer, _, pipeline, params, _ = load_policy(values["workdir"])
   name, target, new = finetune_defaults(config, values)
   reward_fn = jax.jit(rewards.make(name, tokenizer, target))
   prompt = prompt_ids(tokenizer, values["prompt"])

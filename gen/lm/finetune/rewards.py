@@ -9,7 +9,7 @@ sampled positions. Extra keys are per-example diagnostics (the rules' parts), lo
 metrics. A new reward is a factory `(tokenizer, target) -> reward` under `@register(NAME)`.
 
 - `chorale_rules`: the S-A-T-B format and four voice-leading rules, checked exactly on the
-  chorale token grid of `gen.core.data.music` (`BOS, (S A T B) per quarter note, EOS`).
+  chorale token grid of `gen.lm.data.music` (`BOS, (S A T B) per quarter note, EOS`).
 - `line_length`: how close each completed line of text is to `target` characters.
 """
 
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen.core.data import music
+from gen.lm.data import music
 
 Reward = Callable[[jax.Array, jax.Array], dict[str, jax.Array]]
 REWARDS: dict[str, Callable[..., Reward]] = {}

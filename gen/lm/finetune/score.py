@@ -44,21 +44,23 @@ def parse(argv, flags):
 
 
 def load_policy(workdir: str, ref: str = "", step: int | None = None):
-  """(config, tokenizer, pipeline, params, reference params or None) of a run's newest
-  checkpoint (or the one at `step`)."""
+  """(config, tokenizer, model, pipeline, params, reference params or None) of a run's
+  newest checkpoint (or the one at `step`)."""
   from gen.core import train
-  from gen.core.data import tokenizers as tok_lib
+  from gen.lm import pipeline as lm
+  from gen.lm.data import tokenizer_of
 
-  config, _, pipeline, state, step = train.load_workdir(workdir, step=step)
-  tokenizer = tok_lib.load(workdir)
+  config, spec, pipeline, state, step = train.load_workdir(workdir, step=step)
+  tokenizer = tokenizer_of(spec)
   if tokenizer is None:
-    raise SystemExit(f"{workdir} is not a token model (no tokenizer.json)")
+    raise SystemExit(f"{workdir} is not a token model (its data spec holds no tokenizer)")
   ref_params = getattr(state, "ref_params", None)
   if ref:
     _, _, ref_pipeline, ref_state, _ = train.load_workdir(ref)
     ref_params = ref_pipeline.sample_params(ref_state)
   print(f"{workdir}: step {step}", file=sys.stderr)
-  return config, tokenizer, pipeline, pipeline.sample_params(state), ref_params
+  model = lm.model_of(config, spec)
+  return config, tokenizer, model, pipeline, pipeline.sample_params(state), ref_params
 
 
 def prompt_ids(tokenizer, prompt: str | None) -> list[int]:
@@ -102,11 +104,14 @@ def make_sampler(config, pipeline, prompt: list[int], batch: int, max_new_tokens
   return run
 
 
-def make_scorer(pipeline, reward_fn):
+def make_scorer(model, reward_fn):
   """A compiled `(params, ref_params, tokens, generated) -> {name: [B]}`."""
+  import functools
+
+  from gen.lm import pipeline as lm
   from gen.lm.finetune import losses
 
-  logits_fn = pipeline.functions["logits"]
+  logits_fn = functools.partial(lm.logits, model)
 
   @jax.jit
   def score(params, ref_params, tokens, generated):
@@ -131,14 +136,14 @@ def main(argv=None) -> int:
   values = parse(sys.argv[1:] if argv is None else argv, FLAGS)
   if not values["workdir"]:
     raise SystemExit("--workdir is required")
-  config, tokenizer, pipeline, params, ref_params = load_policy(
+  config, tokenizer, model, pipeline, params, ref_params = load_policy(
       values["workdir"], values["ref"], None if values["step"] < 0 else values["step"])
   name, target, new = finetune_defaults(config, values)
   reward_fn = rewards.make(name, tokenizer, target)
   prompt = prompt_ids(tokenizer, values["prompt"])
   bs = min(values["batch"], values["num"])
   sample = make_sampler(config, pipeline, prompt, bs, new)
-  score = make_scorer(pipeline, reward_fn)
+  score = make_scorer(model, reward_fn)
   parts, rows = {}, []
   rng = jax.random.key(values["seed"])
   for i in range(-(-values["num"] // bs)):

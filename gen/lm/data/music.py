@@ -24,7 +24,10 @@ import wave
 
 import numpy as np
 
-from gen.core.data.tokenizers import Tokenizer, TokenizerError
+from gen.core.data.sources import DataError, resolve_base
+from gen.core.images import save_png
+from gen.lm.data import text
+from gen.lm.data.tokenizers import Tokenizer, TokenizerError, register
 
 LOW, HIGH = 36, 81  # MIDI pitch range of the data (all four voices).
 VOICES = ("soprano", "alto", "tenor", "bass")
@@ -32,6 +35,7 @@ FOLDER, FILE = "jsb-chorales", "Jsb16thSeparated.json"
 SPLITS = ("train", "valid", "test")
 
 
+@register
 class ChoraleTokenizer(Tokenizer):
   name = "chorale"
   BOS, EOS = 0, 1
@@ -122,8 +126,6 @@ class ChoraleTokenizer(Tokenizer):
     for i, steps in enumerate(pieces):
       paths.append(write_midi(f"{base}_{i}.mid", steps))
       paths.append(write_wav(f"{base}_{i}.wav", steps))
-    from gen.core.images import save_png
-
     paths.append(save_png(base + ".png", piano_roll(pieces)))
     paths.append(base + ".txt")
     with open(base + ".txt", "w") as f:
@@ -132,14 +134,21 @@ class ChoraleTokenizer(Tokenizer):
         f.write(self.decode(self.chorale(steps)) + "\n")
     return paths
 
+  def preview(self, rows) -> str:
+    """A line per chorale: its length and first bars (the full text is in the .txt file)."""
+    lines = []
+    for i, r in enumerate(rows):
+      steps = self.to_steps(r)
+      head = self.decode(self.encode_steps(steps[:8]))
+      lines.append(f"chorale {i}: {len(steps)} quarter notes: {head}{' ...' if len(steps) > 8 else ''}")
+    return "\n".join(lines)
+
 
 # ------------------------------------------------------------------------------ data
 
 
 def read_chorales(data_dir: str, split: str) -> list[np.ndarray]:
   """The chorales of `split` on the quarter-note grid: int arrays [T, 4], -1 = rest."""
-  from gen.core.data.sources import DataError, resolve_base
-
   if split not in SPLITS:
     raise DataError(f"jsb_chorales has splits {', '.join(SPLITS)}, not '{split}'")
   base = resolve_base("jsb_chorales", data_dir, f"{FOLDER}/{FILE}")
@@ -269,3 +278,12 @@ def piano_roll(pieces, cell: int = 6, row: int = 3) -> np.ndarray:
 def nll_per_step_factor(stream: np.ndarray, num_steps: int) -> float:
   """Predicted tokens per quarter-note step: NLL/token x this = NLL per time step."""
   return (len(stream) - 1) / max(num_steps, 1)
+
+
+def _stream(name, split, data_dir, tokenizer):
+  pieces = read_chorales(data_dir, split)
+  stream = chorale_stream(pieces, tokenizer)
+  return stream, {"nll_per_step": nll_per_step_factor(stream, sum(len(p) for p in pieces))}
+
+
+text.register("jsb_chorales", text.TokenSource(_stream, lambda cfg: ChoraleTokenizer()))

@@ -19,18 +19,24 @@ Sources:
   a tenth of `train` (e.g. to fine-tune on part of a text and evaluate on the rest).
 - `tfds:NAME` with a `text` feature (tiny_shakespeare, lm1b): the split's records
   joined by newlines (read into memory; lm1b is large).
-- `jsb_chorales`: see `gen.core.data.music`.
+- `jsb_chorales`: see `gen.lm.data.music`.
+
+Each kind of source registers itself (`register`) with a function that reads a split's
+token stream and one that builds the tokenizer its config asks for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 
-from gen.core.data import tokenizers as tok_lib
+from gen.core.data.sources import DataError, resolve_base
+from gen.lm.data import tokenizers as tok_lib
 
 TEXT_SPLITS = ("train", "val")
 TRAIN_FRACTION = 0.9
@@ -44,8 +50,6 @@ class TokenWindows:
 
   def __init__(self, stream: np.ndarray, seq_len: int, tokenizer: tok_lib.Tokenizer,
                name: str, overlapping: bool, extra_metrics: dict[str, float] | None = None):
-    from gen.core.data.sources import DataError
-
     self.stream = np.asarray(stream, np.int32)
     self.seq_len, self.tokenizer, self.name = seq_len, tokenizer, name
     self.overlapping = overlapping
@@ -83,8 +87,6 @@ class TokenWindows:
 
 def read_text(name: str, split: str, data_dir: str = "") -> str:
   """The raw text of split `split` of a `text:PATH` or `tfds:NAME` source."""
-  from gen.core.data.sources import DataError, resolve_base
-
   cut = re.fullmatch(r"(\w+)\[(\d*)%?:(\d*)%?\]", split)
   if cut:  # `split[a%:b%]`: a contiguous part of the split.
     whole = read_text(name, cut.group(1), data_dir)
@@ -126,12 +128,43 @@ def read_text(name: str, split: str, data_dir: str = "") -> str:
   raise DataError(f"'{name}' is not a text source (text:PATH or tfds:NAME)")
 
 
-def build_tokenizer(cfg) -> tok_lib.Tokenizer:
-  """The tokenizer a token config asks for, built from its data (char vocab, BPE merges)."""
-  if cfg.name == "jsb_chorales":
-    from gen.core.data.music import ChoraleTokenizer
+@dataclasses.dataclass(frozen=True)
+class TokenSource:
+  """A kind of token source: `stream(name, split, data_dir, tokenizer) -> (int32[N], {metric:
+  factor})` reads a split (the factors turn nats per token into derived metrics), and
+  `tokenizer(data_config)` builds the tokenizer a config asks for from its data."""
 
-    return ChoraleTokenizer()
+  stream: Callable[..., tuple[np.ndarray, dict[str, float]]]
+  tokenizer: Callable[..., tok_lib.Tokenizer]
+
+
+SOURCES: dict[str, TokenSource] = {}
+
+
+def register(name: str, source: TokenSource) -> None:
+  """Registers a source called `name`, or every `name...` when `name` ends with ':'."""
+  SOURCES[name] = source
+
+
+def lookup(name: str) -> TokenSource:
+  prefix = name.split(":", 1)[0] + ":" if ":" in name else None
+  if name in SOURCES:
+    return SOURCES[name]
+  if prefix in SOURCES:
+    return SOURCES[prefix]
+  known = ", ".join(k + "PATH" if k == "text:" else k + "NAME" if k.endswith(":") else k
+                    for k in sorted(SOURCES))
+  raise DataError(f"unknown token source '{name}' (known: {known})")
+
+
+def _text_stream(name, split, data_dir, tokenizer):
+  text = read_text(name, split, data_dir)
+  stream = tokenizer.encode_array(text)
+  return stream, {"nll_per_char": (len(stream) - 1) / max(len(text) - 1, 1)}
+
+
+def _text_tokenizer(cfg) -> tok_lib.Tokenizer:
+  """The tokenizer a text config asks for, built from its data (char vocab, BPE merges)."""
   kind = cfg.get("tokenizer", "char")
   if kind == "byte":
     return tok_lib.ByteTokenizer()
@@ -141,18 +174,17 @@ def build_tokenizer(cfg) -> tok_lib.Tokenizer:
   return tok_lib.build(kind, train, cfg.get("vocab_size", 0))
 
 
+register("text:", TokenSource(_text_stream, _text_tokenizer))
+register("tfds:", TokenSource(_text_stream, _text_tokenizer))
+
+
+def build_tokenizer(cfg) -> tok_lib.Tokenizer:
+  """The tokenizer the token source of data config `cfg` asks for."""
+  return lookup(cfg.name).tokenizer(cfg)
+
+
 def load(name: str, split: str, data_dir: str, seq_len: int, tokenizer: tok_lib.Tokenizer,
          train: bool) -> TokenWindows:
   """Windows over split `split` of a token source, encoded with `tokenizer`."""
-  if name == "jsb_chorales":
-    from gen.core.data import music
-
-    pieces = music.read_chorales(data_dir, split)
-    stream = music.chorale_stream(pieces, tokenizer)
-    steps = sum(len(p) for p in pieces)
-    extra = {"nll_per_step": music.nll_per_step_factor(stream, steps)}
-    return TokenWindows(stream, seq_len, tokenizer, f"jsb_chorales/{split}", train, extra)
-  text = read_text(name, split, data_dir)
-  stream = tokenizer.encode_array(text)
-  extra = {"nll_per_char": (len(stream) - 1) / max(len(text) - 1, 1)}
+  stream, extra = lookup(name).stream(name, split, data_dir, tokenizer)
   return TokenWindows(stream, seq_len, tokenizer, f"{name}/{split}", train, extra)

@@ -10,7 +10,7 @@ which text cannot); other keys (rewards, notes) are ignored.
 Records are `{"chosen", "rejected": int32[seq_len + 1], "prompt_len": int32}`: the prompt
 followed by the continuation, -1 after it. A continuation longer than the context is
 cut to fit (both of a pair alike, so the longer one is not favoured by length alone).
-Used as the training split when a token config sets `data.pairs`.
+The training split of DPO fine-tuning (`gen.lm.finetune`, `data.pairs`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from gen.core.data.tokenizers import Tokenizer
+from gen.core.data.sources import DataError
+from gen.lm.data.tokenizers import Tokenizer
 
 
 def _ids(rec: dict, key: str, tokenizer: Tokenizer, where: str) -> list[int] | None:
@@ -38,8 +39,6 @@ def _ids(rec: dict, key: str, tokenizer: Tokenizer, where: str) -> list[int] | N
 
 def encode_pair(rec: dict, tokenizer: Tokenizer, where: str = "pair"):
   """(prompt ids, chosen ids, rejected ids) of one record."""
-  from gen.core.data.sources import DataError
-
   try:
     prompt = _ids(rec, "prompt", tokenizer, where)
     conts = [_ids(rec, k, tokenizer, where) for k in ("chosen", "rejected")]
@@ -77,8 +76,6 @@ class PairSource:
   num_classes = 0
 
   def __init__(self, path: str, seq_len: int, tokenizer: Tokenizer):
-    from gen.core.data.sources import DataError
-
     if not os.path.isfile(path):
       raise DataError(f"missing preference pairs file {path} (data.pairs)")
     self.path, self.seq_len = path, seq_len

@@ -1,27 +1,35 @@
-"""Tokenizers for token sources, saved next to the checkpoint so sampling needs only the workdir.
+"""Tokenizers for token sources, kept in the run's data spec so sampling needs only the workdir.
 
 - `char`: one token per character, vocabulary = the sorted distinct characters of the
   text (nanoGPT's shakespeare_char convention: for Tiny Shakespeare '\\n' = 0, ' ' = 1, ...).
 - `byte`: the 256 byte values of the UTF-8 encoding; any text encodes.
 - `sentencepiece`: BPE trained locally on the training split with the `sentencepiece`
   package (no downloads); the model file is stored in the workdir.
-- `chorale` (in `gen.core.data.music`): note-by-note four-part music.
+  The model travels inside `to_json()`, base64-encoded.
+- `chorale` (in `gen.lm.data.music`): note-by-note four-part music.
 
 Every tokenizer has `encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size`,
 `start_ids` (what an empty prompt starts from; empty when there is no such token),
-`end_id` (-1: none), `to_json()` and `write_samples(rows, path)`.
+`end_id` (-1: none), `to_json()`, `write_samples(rows, path)` and `preview(rows)`. A
+tokenizer class registers itself under its `name` with `@register`, so `from_json` finds it.
 """
 
 from __future__ import annotations
 
 import abc
-import json
+import base64
 import os
 import tempfile
 
 import numpy as np
 
-TOKENIZER_FILE = "tokenizer.json"
+TOKENIZERS: dict[str, type] = {}
+
+
+def register(cls):
+  """Class decorator: `from_json` builds tokenizers of type `cls.name` with `cls.from_json`."""
+  TOKENIZERS[cls.name] = cls
+  return cls
 
 
 class TokenizerError(ValueError):
@@ -49,13 +57,13 @@ class Tokenizer(abc.ABC):
   @abc.abstractmethod
   def to_json(self) -> dict: ...
 
+  @classmethod
+  def from_json(cls, d: dict) -> Tokenizer:
+    return cls()
+
   def encode_array(self, text: str) -> np.ndarray:
     """`encode` as int32 [N] (tokenizers override it with a vectorized version)."""
     return np.asarray(self.encode(text), np.int32)
-
-  def save(self, workdir: str) -> None:
-    with open(os.path.join(workdir, TOKENIZER_FILE), "w") as f:
-      json.dump(self.to_json(), f)
 
   def write_samples(self, rows: list[list[int]], path: str) -> list[str]:
     """Writes decoded samples to `path` (.txt), separated by rules; returns the paths."""
@@ -66,7 +74,13 @@ class Tokenizer(abc.ABC):
         f.write(f"---------- sample {i} ----------\n{self.decode(row)}\n")
     return [path]
 
+  def preview(self, rows: list[list[int]]) -> str:
+    """The decoded samples, separated by rules (what `gen sample` prints)."""
+    return "\n".join(f"---------- sample {i} ----------\n{self.decode(r)}"
+                     for i, r in enumerate(rows))
 
+
+@register
 class CharTokenizer(Tokenizer):
   name = "char"
 
@@ -110,7 +124,12 @@ class CharTokenizer(Tokenizer):
   def to_json(self) -> dict:
     return {"type": self.name, "vocab": self.vocab}
 
+  @classmethod
+  def from_json(cls, d: dict) -> CharTokenizer:
+    return cls(d["vocab"])
 
+
+@register
 class ByteTokenizer(Tokenizer):
   name = "byte"
 
@@ -135,11 +154,11 @@ class ByteTokenizer(Tokenizer):
     return {"type": self.name}
 
 
+@register
 class SentencePieceTokenizer(Tokenizer):
   """BPE from the `sentencepiece` package; `model` is the serialized model proto."""
 
   name = "sentencepiece"
-  MODEL_FILE = "tokenizer.model"
 
   def __init__(self, model: bytes):
     import sentencepiece as spm
@@ -185,12 +204,11 @@ class SentencePieceTokenizer(Tokenizer):
     return self.sp.decode([int(i) for i in ids if 0 <= i < n])
 
   def to_json(self) -> dict:
-    return {"type": self.name, "model": self.MODEL_FILE}
+    return {"type": self.name, "model": base64.b64encode(self.model).decode("ascii")}
 
-  def save(self, workdir: str) -> None:
-    with open(os.path.join(workdir, self.MODEL_FILE), "wb") as f:
-      f.write(self.model)
-    super().save(workdir)
+  @classmethod
+  def from_json(cls, d: dict) -> SentencePieceTokenizer:
+    return cls(base64.b64decode(d["model"]))
 
 
 def build(kind: str, text: str, vocab_size: int = 0) -> Tokenizer:
@@ -206,29 +224,12 @@ def build(kind: str, text: str, vocab_size: int = 0) -> Tokenizer:
   raise ValueError(f"data.tokenizer must be char, byte or sentencepiece, got '{kind}'")
 
 
-def from_json(d: dict, workdir: str = "") -> Tokenizer:
+def from_json(d: dict) -> Tokenizer:
+  """The tokenizer `to_json` described."""
   kind = d.get("type")
-  if kind == "char":
-    return CharTokenizer(d["vocab"])
-  if kind == "byte":
-    return ByteTokenizer()
-  if kind == "sentencepiece":
-    with open(os.path.join(workdir, d["model"]), "rb") as f:
-      return SentencePieceTokenizer(f.read())
-  if kind == "chorale":
-    from gen.core.data.music import ChoraleTokenizer
-
-    return ChoraleTokenizer.from_json(d)
-  raise ValueError(f"unknown tokenizer type {kind!r}")
-
-
-def load(workdir: str) -> Tokenizer | None:
-  """The tokenizer saved in `workdir`, or None when the run has none (image data)."""
-  path = os.path.join(workdir, TOKENIZER_FILE)
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return from_json(json.load(f), workdir)
+  if kind not in TOKENIZERS:
+    raise ValueError(f"unknown tokenizer type {kind!r} (registered: {', '.join(sorted(TOKENIZERS))})")
+  return TOKENIZERS[kind].from_json(d)
 
 
 def pad_prompts(prompts: list[list[int]], pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
