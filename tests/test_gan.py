@@ -9,11 +9,11 @@ from conftest import config_path
 
 from gen.core import config as config_lib
 from gen.core.config import ConfigError
-from gen.core.data import Data
+from gen.core.data import ImageData
 from gen.core.pipeline import DataSpec
-from gen.gan import make
 from gen.gan import augment as aug
-from gen.gan import losses
+from gen.gan import losses, make
+from gen.gan import pipeline as gp
 
 # Shrinks any GAN config to something that compiles and steps in seconds.
 TINY_GAN = {
@@ -36,12 +36,12 @@ def tiny_gan(spec="gan/digits.py", **overrides):
 
 def _setup(**overrides):
   config = tiny_gan(**overrides)
-  data = Data(config)
+  data = ImageData(config)
   spec = DataSpec(data.shape, data.num_classes, config.data.preprocess)
   pipe = make(config, spec)
   batch = next(data.eval_batches(1, batch_size=8))
   state = jax.jit(pipe.init)(jax.random.key(0), batch)
-  return config, pipe, state, batch
+  return config, pipe, state, batch, gp.build(config, spec)
 
 
 def _changed(a, b):
@@ -84,34 +84,33 @@ COMBOS = {
 
 @pytest.mark.parametrize("name", list(COMBOS))
 def test_one_train_step(name):
-  config, pipe, state, batch = _setup(**COMBOS[name])
+  config, pipe, state, batch, _ = _setup(**COMBOS[name])
   new, metrics = jax.jit(pipe.train_step)(state, batch, jax.random.key(1))
   _check_step(config, state, new, metrics)
 
 
 def test_d_and_g_updates_do_not_leak():
   """Non-saturating loss + R1 (every step) + spectral norm + DiffAugment, half by half."""
-  config, pipe, state, batch = _setup(**{
+  config, _, state, batch, (gen, disc, s) = _setup(**{
       "gan.loss": "nonsaturating", "gan.r1_gamma": 1.0, "gan.r1_every": 1,
       "model.spectral_norm": True, "gan.augment": "color,translation,cutout"})
-  fns = pipe.functions
 
   @jax.jit
   def probe(state, rng):
     k_d, k_g = jax.random.split(rng)  # As train_step splits it.
-    after_d, d_metrics = fns["d_step"](state, batch, k_d)
-    after_g, g_metrics = fns["g_step"](after_d, batch["image"].shape[0], k_g)
+    after_d, d_metrics = gp.d_step(gen, disc, s, state, batch, k_d)
+    after_g, g_metrics = gp.g_step(gen, disc, s, after_d, batch["image"].shape[0], k_g)
     # The D loss sees generated images as constants: zero gradient w.r.t. G's params.
-    g_grads = jax.grad(lambda gp: fns["d_loss"](state.d.params, state.d_stats, gp, batch,
-                                                k_d)[0])(state.g.params)
+    g_grads = jax.grad(lambda g_params: gp.d_loss(gen, disc, s, state.d.params, state.d_stats,
+                                                  g_params, batch, k_d)[0])(state.g.params)
     new = after_g.replace(step=after_g.step + 1)
     # R1's parameter gradient (forward-over-reverse) against plain reverse-over-reverse.
     k = jax.random.key(5)
-    g = jax.grad(lambda v: jnp.sum(fns["d_apply"](state.d.params, state.d_stats,
-                                                  fns["augment"](v, k), batch["label"])[0]))(
+    g = jax.grad(lambda v: jnp.sum(gp.d_apply(disc, state.d.params, state.d_stats,
+                                              gp.augment(s, v, k), batch["label"])[0]))(
         batch["image"])
-    r1_fast = fns["r1_param_grad"](state.d.params, state.d_stats, batch, k, g)
-    r1_slow = jax.grad(lambda p: jnp.mean(fns["r1_sq"](p, state.d_stats, batch, k)))(
+    r1_fast = gp.r1_param_grad(disc, s, state.d.params, state.d_stats, batch, k, g)
+    r1_slow = jax.grad(lambda p: jnp.mean(gp.r1_sq(disc, s, p, state.d_stats, batch, k)))(
         state.d.params)
     metrics = {"loss": d_metrics["loss_d"], **d_metrics, **g_metrics}
     return after_d, new, metrics, g_grads, (r1_fast, r1_slow)
@@ -153,7 +152,7 @@ def test_losses_closed_form():
 
 def test_sampling_and_eval():
   """Truncation, interpolation, class-conditional samples, pictures and eval, one compile."""
-  _, pipe, state, batch = _setup(**{"model.conditional": True})
+  _, pipe, state, batch, (gen, _, s) = _setup(**{"model.conditional": True})
   # At init every class has the same batch-norm scale and offset: perturb the weights so
   # that labels matter.
   leaves, tree = jax.tree.flatten(state.g.ema_params)
@@ -161,20 +160,19 @@ def test_sampling_and_eval():
   noisy = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, (p.size,)).reshape(p.shape)
                                     for p, k in zip(leaves, keys)])
   state = state.replace(g=state.g.replace(ema_params=noisy))
-  fns = pipe.functions
 
   @jax.jit
   def probe(state):
     params = state.sample_params
-    z = fns["latents"](jax.random.key(2), 6)
+    z = gp.latents(s, jax.random.key(2), 6)
     y = jnp.array([3, 3, 3, 4, 4, 4], jnp.int32)
     return {"trunc": pipe.sample(params, jax.random.key(0), 5, truncation=0.5),
             "interp": pipe.sample(params, jax.random.key(0), 12, interpolate=True, steps=4,
                                   label=7),
             "one_class": pipe.sample(params, jax.random.key(0), 3, label=2),
-            "z": fns["latents"](jax.random.key(1), 100, 0.5),
-            "two": fns["generate"](params, z[:2], y[:2]),
-            "six": fns["generate"](params, jnp.concatenate([z[:3], z[:3]]), y),
+            "z": gp.latents(s, jax.random.key(1), 100, 0.5),
+            "two": gp.generate(gen, s, params, z[:2], y[:2]),
+            "six": gp.generate(gen, s, params, jnp.concatenate([z[:3], z[:3]]), y),
             "pics": pipe.visualize(state, batch, jax.random.key(3)),
             "eval": pipe.eval_step(state, batch, jax.random.key(4))}
 
@@ -183,9 +181,7 @@ def test_sampling_and_eval():
   chex.assert_shape(x, (5, 8, 8, 1))
   assert -1.0 <= float(x.min()) and float(x.max()) <= 1.0
   assert float(jnp.abs(out["z"]).max()) <= 0.5  # Truncated latents.
-  imgs, ncol = out["interp"]
-  assert int(ncol) == 4
-  chex.assert_shape(imgs, (12, 8, 8, 1))  # 3 paths of 4 points.
+  chex.assert_shape(out["interp"], (3, 4, 8, 8, 1))  # 3 paths of 4 points, one per row.
   chex.assert_shape(out["one_class"], (3, 8, 8, 1))
   # Standing batch-norm statistics: a sample does not depend on what it is drawn with.
   np.testing.assert_allclose(out["two"], out["six"][:2], atol=1e-5)
@@ -193,10 +189,8 @@ def test_sampling_and_eval():
   assert float(jnp.abs(out["six"][:3] - out["six"][3:]).max()) > 1e-3
   pics = out["pics"]
   assert set(pics) == {"interpolations", "classes"}
-  chex.assert_shape(pics["interpolations"][0], (80, 8, 8, 1))  # 8 paths of 10 points.
-  assert int(pics["interpolations"][1]) == 10
-  chex.assert_shape(pics["classes"][0], (80, 8, 8, 1))  # 10 classes x 8 latents.
-  assert int(pics["classes"][1]) == 8
+  chex.assert_shape(pics["interpolations"], (8, 10, 8, 8, 1))  # 8 paths of 10 points.
+  chex.assert_shape(pics["classes"], (10, 8, 8, 8, 1))  # 10 classes x 8 latents.
   for k in ("d_real", "d_fake", "d_acc_real", "d_acc_fake", "d_loss_real", "d_loss_fake"):
     chex.assert_shape(out["eval"][k], (batch["image"].shape[0],))  # Per-example values.
   with pytest.raises(ValueError, match="must be in \\[0, 10\\)"):

@@ -185,7 +185,7 @@ def make_optimizer(optim, num_steps: int) -> optax.GradientTransformation:
   (`optax.MultiSteps`) before one update: k times the batch in the same memory. Steps
   still count batches; the schedule counts updates.
   """
-  k = getattr(optim, "grad_accum_steps", 1)  # A plain namespace works too (the GAN builds one).
+  k = getattr(optim, "grad_accum_steps", 1)
   if k < 1:
     raise ValueError(f"optim.grad_accum_steps must be >= 1, got {k}")
   tx = _make_update(optim, max(num_steps // k, 1))
