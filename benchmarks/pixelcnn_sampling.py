@@ -19,7 +19,7 @@ import numpy as np
 
 from gen.core import config as config_lib
 from gen.core import xla
-from gen.core.data import Data
+from gen.core.data import ImageData
 from gen.core.pipeline import DataSpec
 from gen.pixelcnn import make
 
@@ -32,7 +32,7 @@ def main():
   ap.add_argument("--json", action="store_true")
   args, overrides = ap.parse_known_args()
   config = config_lib.load(args.config, overrides)
-  data = Data(config)
+  data = ImageData(config)
   spec = DataSpec(data.shape, data.num_classes, config.data.preprocess)
   pipe = make(config, spec)
   state = pipe.init(jax.random.key(0), data.example_batch())

@@ -1,5 +1,6 @@
 """PixelCNN: causality, exact normalization, and the fast sampler against the naive one."""
 
+import functools
 import itertools
 
 import jax
@@ -12,6 +13,7 @@ from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec
 from gen.nn import distributions as dist
 from gen.pixelcnn import make
+from gen.pixelcnn import pipeline as pixelcnn
 from gen.pixelcnn.models import GatedPixelCNN
 
 
@@ -20,6 +22,12 @@ def _config(**overrides):
   config_lib.apply_overrides(c, {"model.features": 8, "model.num_layers": 2,
                                  "model.input_kernel": 3, **overrides})
   return c
+
+
+def _bound(config, spec):
+  """The network and `fn(model, settings, ...)` bound to them, as `make` binds them."""
+  model, s = pixelcnn.make_model(config, spec), pixelcnn.Settings.of(config, spec)
+  return model, lambda fn: functools.partial(fn, model, s)
 
 
 def _random_params(model, x, labels=None, seed=0):
@@ -79,12 +87,11 @@ def test_channels_are_autoregressive_within_a_pixel():
 @pytest.mark.parametrize("conditional", [False, True])
 def test_likelihood_sums_to_one_over_the_2x2_binary_world(conditional):
   config = _config(**{"model.conditional": conditional})
-  pipe = make(config, DataSpec((2, 2, 1), 3, "binarize"))
+  model, bind = _bound(config, DataSpec((2, 2, 1), 3, "binarize"))
   world = jnp.array(list(itertools.product([0.0, 1.0], repeat=4))).reshape(16, 2, 2, 1)
-  model = pipe.functions["model"]
   labels = jnp.zeros(16, jnp.int32) if conditional else None
   params = _random_params(model, world, labels)
-  nll = jax.jit(pipe.functions["nll"])
+  nll = jax.jit(bind(pixelcnn.nll))
   for label in range(3 if conditional else 1):
     lab = jnp.full(16, label, jnp.int32) if conditional else None
     total = jnp.exp(-nll(params, world, lab)).sum()
@@ -94,11 +101,11 @@ def test_likelihood_sums_to_one_over_the_2x2_binary_world(conditional):
 def test_mixture_likelihood_sums_to_one_over_a_1x2_8bit_world():
   config = _config(**{"model.head": "logistic_mixture", "data.preprocess": "scale",
                       "model.num_mix": 3})
-  pipe = make(config, DataSpec((1, 2, 1), 10, "scale"))
+  model, bind = _bound(config, DataSpec((1, 2, 1), 10, "scale"))
   v = jnp.arange(256) / 127.5 - 1.0
   world = jnp.stack(jnp.meshgrid(v, v, indexing="ij"), -1).reshape(-1, 1, 2, 1)  # 65,536 images.
-  params = _random_params(pipe.functions["model"], world[:1])
-  total = jnp.exp(-jax.jit(pipe.functions["nll"])(params, world, None)).sum()
+  params = _random_params(model, world[:1])
+  total = jnp.exp(-jax.jit(bind(pixelcnn.nll))(params, world, None)).sum()
   assert np.isclose(float(total), 1.0, atol=1e-3), total
 
 
@@ -120,9 +127,11 @@ def test_mixture_probabilities_sum_to_one_over_all_values():
 def test_fast_sampler_matches_naive_exactly(head, shape, conditional):
   pre = "binarize" if head == "bernoulli" else "scale"
   config = _config(**{"model.head": head, "data.preprocess": pre, "model.conditional": conditional})
-  pipe = make(config, DataSpec(shape, 4, pre))
+  spec = DataSpec(shape, 4, pre)
+  pipe = make(config, spec)
+  model, bind = _bound(config, spec)
   x0 = jnp.zeros((1,) + shape)
-  params = _random_params(pipe.functions["model"], x0,
+  params = _random_params(model, x0,
                           jnp.zeros(1, jnp.int32) if conditional else None)
   fast = jax.jit(lambda p, r: pipe.sample(p, r, 6, sampler="fast"))(params, jax.random.key(3))
   naive = jax.jit(lambda p, r: pipe.sample(p, r, 6, sampler="naive"))(params, jax.random.key(3))
@@ -132,9 +141,9 @@ def test_fast_sampler_matches_naive_exactly(head, shape, conditional):
   # Completing the bottom half leaves the given top half alone and agrees too.
   top = fast.at[:, 2:].set(0.0)
   labels = jnp.zeros(6, jnp.int32) if conditional else None
-  a = jax.jit(pipe.functions["sample_fast"], static_argnums=4)(
+  a = jax.jit(bind(pixelcnn.sample_fast), static_argnums=4)(
       params, jax.random.key(4), top, labels, 2)
-  b = jax.jit(pipe.functions["sample_naive"], static_argnums=4)(
+  b = jax.jit(bind(pixelcnn.sample_naive), static_argnums=4)(
       params, jax.random.key(4), top, labels, 2)
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(a[:, :2], fast[:, :2])
@@ -148,6 +157,8 @@ def test_train_step_and_errors():
   state, metrics = jax.jit(pipe.train_step)(state, batch, jax.random.key(1))
   assert int(state.step) == 1 and np.isfinite(metrics["loss"])
   assert np.isclose(float(metrics["bpd"]), float(metrics["loss"]) / np.log(2), rtol=1e-5)
+  pics = jax.jit(pipe.visualize)(state, batch, jax.random.key(2))
+  assert pics["completions"].shape == (2, 5, 8, 8, 1)  # Original, top half, three completions.
   with pytest.raises(ConfigError, match="needs data.preprocess"):
     make(config, DataSpec((8, 8, 1), 10, "scale"))
   with pytest.raises(ValueError, match="sampler must be"):

@@ -12,14 +12,19 @@ Two samplers give the same pixels for the same key (pixel i always uses fold_in(
   row. With both stacks costing about the same, that is 2HW / (H + W) times less work
   (H for a square image): the vertical stack cannot see the current row, and the
   horizontal stack sees nothing but it.
+
+Every function takes the `GatedPixelCNN` module and/or a `Settings` record (image shape and
+head) first; `make` binds them with `functools.partial`.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from gen.core import xla
 from gen.core.config import ConfigError
@@ -30,7 +35,26 @@ from gen.pixelcnn.models import GatedPixelCNN
 HEAD_DATA = {"bernoulli": ("binarize",), "logistic_mixture": ("scale",)}
 
 
-def make(config, spec: DataSpec) -> Pipeline:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What the likelihood and the samplers need besides the network."""
+
+  shape: tuple[int, int, int]  # (H, W, C)
+  head: str  # bernoulli | logistic_mixture
+  num_mix: int  # Mixture components (logistic_mixture).
+
+  @classmethod
+  def of(cls, config, spec: DataSpec) -> Settings:
+    return cls(tuple(spec.shape), config.model.head, config.model.num_mix)
+
+  @property
+  def num_dims(self) -> int:
+    h, w, c = self.shape
+    return h * w * c
+
+
+def make_model(config, spec: DataSpec) -> GatedPixelCNN:
+  """The network of `config.model` for `spec`'s images, once the head fits the data."""
   m = config.model
   if m.head not in HEAD_DATA:
     raise ConfigError(f"model.head must be one of {sorted(HEAD_DATA)}, got '{m.head}'")
@@ -39,108 +63,132 @@ def make(config, spec: DataSpec) -> Pipeline:
                       f"got '{spec.preprocess}'")
   if m.conditional and not spec.num_classes:
     raise ConfigError("model.conditional=True needs a labelled dataset")
-  h, w, c = spec.shape
-  num_dims = h * w * c
+  c = spec.shape[-1]
   out = c if m.head == "bernoulli" else dist.mixture_num_params(c, m.num_mix)
   num_classes = spec.num_classes if m.conditional else 0
-  model = GatedPixelCNN(m.features, m.num_layers, out, num_classes, m.input_kernel)
-  tx = make_optimizer(config.optim, config.train.num_steps)
+  return GatedPixelCNN(m.features, m.num_layers, out, num_classes, m.input_kernel)
 
-  def labels_of(batch):
-    return batch["label"] if num_classes else None
 
-  def pixel_log_prob(out, x):
-    """[B, H, W, P], [B, H, W, C] -> [B, H, W]: log p(x_ij | x_<ij), channels summed."""
-    if m.head == "bernoulli":
-      return dist.bernoulli_log_prob(out, x).sum(-1)
-    return dist.mixture_log_prob(out, x, m.num_mix)
+def labels_of(model: GatedPixelCNN, batch):
+  return batch["label"] if model.num_classes else None
 
-  def nll(params, x, labels):
-    """Exact -log p(x) in nats: [B]."""
+
+def pixel_log_prob(s: Settings, out, x):
+  """[B, H, W, P], [B, H, W, C] -> [B, H, W]: log p(x_ij | x_<ij), channels summed."""
+  if s.head == "bernoulli":
+    return dist.bernoulli_log_prob(out, x).sum(-1)
+  return dist.mixture_log_prob(out, x, s.num_mix)
+
+
+def nll(model: GatedPixelCNN, s: Settings, params, x, labels):
+  """Exact -log p(x) in nats: [B]."""
+  out = model.apply({"params": params}, x, labels)
+  return -pixel_log_prob(s, out, x).reshape(x.shape[0], -1).sum(-1)
+
+
+def init(model: GatedPixelCNN, tx: optax.GradientTransformation, ema_decay: float, rng, batch):
+  labels = batch["label"][:1] if model.num_classes else None
+  params = model.init(rng, batch["image"][:1], labels)["params"]
+  return TrainState.create(params, tx, ema_decay)
+
+
+def train_step(model: GatedPixelCNN, s: Settings, state, batch, rng):
+  del rng  # Deterministic model; randomness is in the data pipeline.
+
+  def loss_fn(params):
+    n = nll(model, s, params, batch["image"], labels_of(model, batch))
+    return jnp.mean(n) / s.num_dims, n  # Nats per dimension: scale-free across datasets.
+
+  (loss, n), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  metrics = {"loss": loss, "nll": jnp.mean(n),
+             "bpd": dist.bits_per_dim(jnp.mean(n), s.num_dims),
+             "grad_norm": jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))}
+  return state.apply_gradients(grads), metrics
+
+
+def eval_step(model: GatedPixelCNN, s: Settings, state, batch, rng):
+  del rng
+  n = nll(model, s, state.sample_params, batch["image"], labels_of(model, batch))
+  return {"nll": n, "bpd": dist.bits_per_dim(n, s.num_dims)}
+
+
+def sample_pixel(s: Settings, key, out):
+  """[B, P] head outputs -> [B, C] pixel values."""
+  if s.head == "bernoulli":
+    return (jax.random.uniform(key, out.shape) < jax.nn.sigmoid(out)).astype(jnp.float32)
+  return dist.mixture_sample(key, out, s.shape[-1], s.num_mix)
+
+
+def sample_naive(model: GatedPixelCNN, s: Settings, params, rng, x, labels, start_row=0):
+  """Fills rows >= start_row of x, re-running the whole network at every position."""
+  h, w, _ = s.shape
+
+  def body(i, x):
+    r, col = i // w, i % w
     out = model.apply({"params": params}, x, labels)
-    return -pixel_log_prob(out, x).reshape(x.shape[0], -1).sum(-1)
+    return x.at[:, r, col].set(sample_pixel(s, jax.random.fold_in(rng, i), out[:, r, col]))
+  return jax.lax.fori_loop(start_row * w, h * w, body, x)
 
-  def init(rng, batch):
-    labels = batch["label"][:1] if num_classes else None
-    params = model.init(rng, batch["image"][:1], labels)["params"]
-    return TrainState.create(params, tx, config.optim.ema_decay)
 
-  def train_step(state, batch, rng):
-    del rng  # Deterministic model; randomness is in the data pipeline.
+def sample_fast(model: GatedPixelCNN, s: Settings, params, rng, x, labels, start_row=0):
+  """Same result as `sample_naive`: vertical stack once per row, horizontal on one row."""
+  h, w, _ = s.shape
 
-    def loss_fn(params):
-      n = nll(params, batch["image"], labels_of(batch))
-      return jnp.mean(n) / num_dims, n  # Nats per dimension: scale-free across datasets.
+  def row_body(r, x):
+    feats = model.apply({"params": params}, x, labels, method=GatedPixelCNN.vertical)
+    feats = [jax.lax.dynamic_slice_in_dim(f, r, 1, axis=1) for f in feats]
+    row = jax.lax.dynamic_slice_in_dim(x, r, 1, axis=1)
 
-    (loss, n), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    metrics = {"loss": loss, "nll": jnp.mean(n), "bpd": dist.bits_per_dim(jnp.mean(n), num_dims),
-               "grad_norm": jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))}
-    return state.apply_gradients(grads), metrics
+    def col_body(col, row):
+      out = model.apply({"params": params}, row, feats, labels, method=GatedPixelCNN.horizontal)
+      px = sample_pixel(s, jax.random.fold_in(rng, r * w + col), out[:, 0, col])
+      return row.at[:, 0, col].set(px)
 
-  def eval_step(state, batch, rng):
-    n = nll(state.sample_params, batch["image"], labels_of(batch))
-    return {"nll": n, "bpd": dist.bits_per_dim(n, num_dims)}
+    row = jax.lax.fori_loop(0, w, col_body, row)
+    return jax.lax.dynamic_update_slice_in_dim(x, row, r, axis=1)
+  return jax.lax.fori_loop(start_row, h, row_body, x)
 
-  def sample_pixel(key, out):
-    """[B, P] head outputs -> [B, C] pixel values."""
-    if m.head == "bernoulli":
-      return (jax.random.uniform(key, out.shape) < jax.nn.sigmoid(out)).astype(jnp.float32)
-    return dist.mixture_sample(key, out, c, m.num_mix)
 
-  def sample_naive(params, rng, x, labels, start_row=0):
-    """Fills rows >= start_row of x, re-running the whole network at every position."""
-    def body(i, x):
-      r, col = i // w, i % w
-      out = model.apply({"params": params}, x, labels)
-      return x.at[:, r, col].set(sample_pixel(jax.random.fold_in(rng, i), out[:, r, col]))
-    return jax.lax.fori_loop(start_row * w, h * w, body, x)
+def make_labels(model: GatedPixelCNN, num: int, label: int):
+  """`num` copies of `label`, or with label < 0 the classes in turn; None if unconditional."""
+  if not model.num_classes:
+    return None
+  if label >= 0:
+    return jnp.full((num,), label, jnp.int32)
+  return jnp.arange(num, dtype=jnp.int32) % model.num_classes  # Cycle through the classes.
 
-  def sample_fast(params, rng, x, labels, start_row=0):
-    """Same result as `sample_naive`: vertical stack once per row, horizontal on one row."""
-    def row_body(r, x):
-      feats = model.apply({"params": params}, x, labels, method=GatedPixelCNN.vertical)
-      feats = [jax.lax.dynamic_slice_in_dim(f, r, 1, axis=1) for f in feats]
-      row = jax.lax.dynamic_slice_in_dim(x, r, 1, axis=1)
 
-      def col_body(col, row):
-        out = model.apply({"params": params}, row, feats, labels, method=GatedPixelCNN.horizontal)
-        px = sample_pixel(jax.random.fold_in(rng, r * w + col), out[:, 0, col])
-        return row.at[:, 0, col].set(px)
+def sample(model: GatedPixelCNN, s: Settings, params, rng, num, label: int = -1,
+           sampler: str = "fast"):
+  """`num` images drawn pixel by pixel with the `fast` or `naive` sampler: [num, H, W, C]."""
+  if sampler not in ("fast", "naive"):
+    raise ValueError(f"sampler must be 'fast' or 'naive', got '{sampler}'")
+  fn = sample_fast if sampler == "fast" else sample_naive
+  x = jnp.zeros((num,) + s.shape, jnp.float32)
+  return fn(model, s, params, rng, x, make_labels(model, num, label))
 
-      row = jax.lax.fori_loop(0, w, col_body, row)
-      return jax.lax.dynamic_update_slice_in_dim(x, row, r, axis=1)
-    return jax.lax.fori_loop(start_row, h, row_body, x)
 
-  def make_labels(num, label):
-    if not num_classes:
-      return None
-    if label >= 0:
-      return jnp.full((num,), label, jnp.int32)
-    return jnp.arange(num, dtype=jnp.int32) % num_classes  # Cycle through the classes.
+def visualize(model: GatedPixelCNN, s: Settings, state, batch, rng):
+  """Completions, [n, 5, H, W, C]: each row is an original, its top half, then three sampled
+  bottom halves."""
+  n = min(8, batch["image"].shape[0])
+  x = batch["image"][:n]
+  labels = batch["label"][:n] if model.num_classes else None
+  keep = s.shape[0] // 2
+  top = x.at[:, keep:].set(0.0 if s.head == "bernoulli" else -1.0)
+  # One batch of three copies: each row of the batch draws its own pixels.
+  filled = sample_fast(model, s, state.sample_params, rng, jnp.concatenate([top] * 3),
+                       None if labels is None else jnp.concatenate([labels] * 3), keep)
+  return {"completions": jnp.stack([x, top] + jnp.split(filled, 3), axis=1)}
 
-  def sample(params, rng, num, label: int = -1, sampler: str = "fast"):
-    if sampler not in ("fast", "naive"):
-      raise ValueError(f"sampler must be 'fast' or 'naive', got '{sampler}'")
-    fn = sample_fast if sampler == "fast" else sample_naive
-    x = jnp.zeros((num, h, w, c), jnp.float32)
-    return fn(params, rng, x, make_labels(num, label))
 
-  def visualize(state, batch, rng):
-    """Completions: each row is an original, its top half, then three sampled bottom halves."""
-    n = min(8, batch["image"].shape[0])
-    x = batch["image"][:n]
-    labels = batch["label"][:n] if num_classes else None
-    keep = h // 2
-    top = x.at[:, keep:].set(0.0 if m.head == "bernoulli" else -1.0)
-    # One batch of three copies: each row of the batch draws its own pixels.
-    filled = sample_fast(state.sample_params, rng, jnp.concatenate([top] * 3),
-                         None if labels is None else jnp.concatenate([labels] * 3), keep)
-    grid = jnp.stack([x, top] + jnp.split(filled, 3), axis=1)  # [n, 5, H, W, C]
-    return {"completions": (grid.reshape((-1,) + x.shape[1:]), 5)}
-
-  return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                  visualize=visualize,
-                  functions={"nll": nll, "pixel_log_prob": pixel_log_prob, "model": model,
-                             "sample_naive": sample_naive, "sample_fast": sample_fast},
+def make(config, spec: DataSpec) -> Pipeline:
+  model = make_model(config, spec)
+  s = Settings.of(config, spec)
+  tx = make_optimizer(config.optim, config.train.num_steps)
+  return Pipeline(init=functools.partial(init, model, tx, config.optim.ema_decay),
+                  train_step=functools.partial(train_step, model, s),
+                  eval_step=functools.partial(eval_step, model, s),
+                  sample=functools.partial(sample, model, s),
+                  visualize=functools.partial(visualize, model, s),
                   compiler_options=xla.CONVNET_CPU)
-

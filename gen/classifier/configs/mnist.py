@@ -1,13 +1,14 @@
-"""Feature classifier for Fashion-MNIST: the feature space of `gen eval --metric=fd` on it.
+"""Feature classifier for MNIST: the feature space of `gen eval --metric=fd` on mnist.
 
-Run:       gen train --config=configs/classifier/fashion_mnist.py \
-             --workdir=runs/classifier-fashion_mnist --config.data.dir=DIR
-           (or let `gen eval --metric=fd` train it into its cache on first use)
+Run:       gen train --config=gen.classifier.configs.mnist --workdir=runs/classifier-mnist \
+             --config.data.dir=DIR
+           (`gen eval --metric=fd` reads it from --fd_classifier=DIR, or from
+           $GEN_CACHE_DIR/classifiers/mnist: train it there with --workdir=that folder)
 Hardware:  2-core CPU (no accelerator).
-Wall time: 3 min 19 s for 1500 steps (1.6 epochs), evals of the whole test split included,
+Wall time: 4 min 18 s for 1500 steps (1.6 epochs), evals of the whole test split included,
            with other jobs on the CPU throughout (an upper bound).
-Result:    test accuracy 88.73%, loss 0.308 nats (all 10,000 test images, EMA params,
-           step 1500). FD floor, 10,000 real test images vs the train split: 0.061.
+Result:    test accuracy 98.82%, loss 0.036 nats (all 10,000 test images, EMA params,
+           step 1500). FD floor, 10,000 real test images vs the train split: 0.251.
 """
 
 from gen.core.config import ConfigDict, base_config
@@ -16,7 +17,7 @@ from gen.core.config import ConfigDict, base_config
 def get_config():
   c = base_config()
   c.family = "classifier"
-  c.data.name = "fashion_mnist"
+  c.data.name = "mnist"
   c.data.preprocess = "scale"
   c.data.batch_size = 64
 
