@@ -14,13 +14,17 @@ counted by their trip counts (see `measure`); `xla_flops` is the uncorrected fig
 from __future__ import annotations
 
 import argparse
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import measure
 
+from gen.diffusion import pipeline as diffusion_pipeline
+from gen.lm import pipeline as lm_pipeline
 from gen.lm.sampling import choose
+from gen.pixelcnn import pipeline as pixelcnn_pipeline
 from gen.pixelcnn.models import GatedPixelCNN
 
 # Network evaluations of a diffusion sampler run (gen.diffusion.samplers).
@@ -45,15 +49,16 @@ def count_calls(module, fn):
     return fn(), calls
 
 
-def diffusion(pipe, spec, params, sampler: str, steps: int, batch: int) -> measure.Bench:
+def diffusion(pipe, config, spec, params, sampler: str, steps: int,
+              batch: int) -> measure.Bench:
   """`sampler` at `steps` on `batch` images; the network counted NFE times."""
-  net, rng = pipe.functions["net"], jax.random.key(1)
+  net, rng = diffusion_pipeline.denoiser_parts(config, spec)[0], jax.random.key(1)
   fn = lambda p, r: pipe.sample(p, r, batch, sampler=sampler, steps=steps)  # noqa: E731
   (compiled, compile_s), calls = count_calls(
       net, lambda: measure.compile_timed(fn, params, rng, options=pipe.compiler_options))
   x, cond = jnp.zeros((batch,) + tuple(spec.shape)), jnp.ones((batch,))
   one, _ = measure.compile_timed(
-      lambda p, x: pipe.functions["apply_fn"](p)(x, cond, jnp.zeros((batch,), jnp.int32)),
+      lambda p, x: diffusion_pipeline.apply_fn(net, p)(x, cond, jnp.zeros((batch,), jnp.int32)),
       params, x, options=pipe.compiler_options)
   n = nfe(sampler, steps)
   reported = measure.cost(compiled)
@@ -64,7 +69,7 @@ def diffusion(pipe, spec, params, sampler: str, steps: int, batch: int) -> measu
                        corrected)
 
 
-def lm(pipe, spec, params, batch: int, new_tokens: int, prompt_len: int = 1,
+def lm(pipe, config, spec, params, batch: int, new_tokens: int, prompt_len: int = 1,
        **sample_kw) -> measure.Bench:
   """Cached decoding of `new_tokens` tokens after a prompt of `prompt_len` tokens."""
   if prompt_len + new_tokens > spec.shape[0]:
@@ -79,7 +84,8 @@ def lm(pipe, spec, params, batch: int, new_tokens: int, prompt_len: int = 1,
   if not (jax.device_get(compiled(params, rng))[:, -1] >= 0).all():
     raise RuntimeError("a row stopped before max_new_tokens")
   # One iteration of the decoding loop: one token through the cached model, then a choice.
-  apply, init_cache = pipe.functions["apply_cached"], pipe.functions["init_cache"]
+  model = lm_pipeline.model_of(config, spec)
+  apply, init_cache = functools.partial(lm_pipeline.apply_cached, model), model.init_cache
   kw = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, **sample_kw}
 
   def step(p, tok, cache, r):
@@ -95,9 +101,9 @@ def lm(pipe, spec, params, batch: int, new_tokens: int, prompt_len: int = 1,
                        reported, corrected)
 
 
-def pixelcnn(pipe, spec, params, sampler: str, batch: int) -> measure.Bench:
+def pixelcnn(pipe, config, spec, params, sampler: str, batch: int) -> measure.Bench:
   """The row-cached (`fast`) or whole-network (`naive`) sampler on `batch` images."""
-  model, rng = pipe.functions["model"], jax.random.key(1)
+  model, rng = pixelcnn_pipeline.make_model(config, spec), jax.random.key(1)
   h, w, _ = spec.shape
   fn = lambda p, r: pipe.sample(p, r, batch, sampler=sampler)  # noqa: E731
   compiled, compile_s = measure.compile_timed(fn, params, rng, options=pipe.compiler_options)
@@ -146,14 +152,14 @@ def benches(config, spec, pipe, batches=None, samplers=None, new_tokens: int = 0
   if fam == "lm":
     sc = config.sample
     new = new_tokens or spec.shape[0] - prompt_len  # Fill the context: no cache rebuild.
-    return [lm(pipe, spec, params, b, new, prompt_len, temperature=sc.temperature,
+    return [lm(pipe, config, spec, params, b, new, prompt_len, temperature=sc.temperature,
                top_k=sc.top_k, top_p=sc.top_p) for b in batches or (1, 32)]
   if fam == "diffusion":
     d = config.diffusion
-    return [diffusion(pipe, spec, params, s.split(":")[0], int(s.split(":")[1]), b)
+    return [diffusion(pipe, config, spec, params, s.split(":")[0], int(s.split(":")[1]), b)
             for s in samplers or [f"{d.sampler}:{d.sample_steps}"] for b in batches or (64,)]
   if fam == "pixelcnn":
-    return [pixelcnn(pipe, spec, params, s, b) for s in samplers or ["fast"]
+    return [pixelcnn(pipe, config, spec, params, s, b) for s in samplers or ["fast"]
             for b in batches or (16,)]
   return [single(pipe, params, b) for b in batches or (64,)]
 

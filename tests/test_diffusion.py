@@ -392,6 +392,6 @@ def test_cli_sample(tmp_path, capsys):
                    "--eta=0.5", "--num=4", f"--out={out}"]) == 0
   assert os.path.isfile(out)
   assert cli.main(["sample", f"--workdir={workdir}", "--guidance=2.0", "--num=4",
-                   f"--out={out}"]) == 1
+                   f"--out={out}"]) == 2  # Bad usage: guidance on an unconditional model.
   assert "class-conditional" in capsys.readouterr().err
   assert glob.glob(os.path.join(workdir, "samples.png"))

@@ -29,7 +29,7 @@ from gen.diffusion import samplers as S
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided
 from gen.diffusion.models import DiTClassifier, UNetClassifier
 from gen.diffusion.objectives import make_objective, make_process
-from gen.diffusion.pipeline import EVAL_LEVELS, make_denoiser
+from gen.diffusion.pipeline import EVAL_LEVELS, make_denoiser, noisy_classifier
 
 
 def mixture_classifier(process, name):
@@ -180,8 +180,8 @@ def test_classifier_scale_is_traced_and_zero_is_unguided():
   pipe = make(tiny(), DIGITS)
   params = randomized(jax.jit(pipe.init)(key(0), batch_of()).params)
   cpipe = make(classifier_config(), DIGITS)
-  clf = cpipe.functions["classifier"](
-      randomized(jax.jit(cpipe.init)(key(1), batch_of()).params, seed=1))
+  clf = noisy_classifier(classifier_config(), DIGITS,
+                         randomized(jax.jit(cpipe.init)(key(1), batch_of()).params, seed=1))
   traces = []
 
   @jax.jit
@@ -213,12 +213,23 @@ def fake_classifier(process="edm", shape=(8, 8, 1), num_classes=10):
      r"classifies \(28, 28, 1\) images, this model makes \(8, 8, 1\)"),
     ({"model.conditional": True}, {"classifier": fake_classifier(num_classes=5)},
      "it has 5 classes, this model 10"),
-    ({}, {"classifier": "no/such/run"}, "no/such/run: no training run there"),
+    ({}, {"classifier": "no/such/run"}, "the sampler takes a NoisyClassifier"),
 ])
 def test_classifier_guidance_errors(overrides, kwargs, message):
   pipe = make(tiny(**overrides), DIGITS)
   with pytest.raises(ValueError, match=message):
     pipe.sample(None, key(0), 2, **kwargs)
+
+
+def test_sample_options():
+  """A workdir is loaded (and checked) eagerly, before compiling; other flags pass through."""
+  pipe = make(tiny(), DIGITS)
+  assert pipe.sample_options(2, {"steps": 3, "label": -1}) == (2, {"steps": 3, "label": -1})
+  assert pipe.sample_options(0, {}) == (64, {})  # No --num.
+  with pytest.raises(ValueError, match="no/such/run: no training run there"):
+    pipe.sample_options(2, {"classifier": "no/such/run"})
+  with pytest.raises(ValueError, match="not a noise-conditional classifier"):
+    noisy_classifier(tiny(), DIGITS, None)
 
 
 @pytest.mark.parametrize("overrides, spec, message", [
@@ -246,8 +257,8 @@ def test_cli_sample_with_a_classifier(tmp_path, capsys):
                    "--classifier_scale=2", "--label=3", "--num=4", f"--out={out}"]) == 0
   assert os.path.isfile(out)
   assert cli.main(["sample", f"--workdir={model}", f"--classifier={model}", "--num=4",
-                   f"--out={out}"]) == 1
+                   f"--out={out}"]) == 2
   assert "not a noise-conditional classifier" in capsys.readouterr().err
   assert cli.main(["sample", f"--workdir={model}", "--classifier_scale=2", "--num=4",
-                   f"--out={out}"]) == 1
+                   f"--out={out}"]) == 2
   assert "needs --classifier" in capsys.readouterr().err

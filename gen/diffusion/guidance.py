@@ -19,15 +19,12 @@ w Var(x_t | x_s, x0) grad log p_s(y | x_s); the two agree as the steps shrink.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
-
-from gen.core import train as train_lib
 
 
 def guided(denoise: Callable, num_classes: int, guidance) -> Callable:
@@ -76,17 +73,3 @@ def classifier_guided(denoise: Callable, alpha_sigma: Callable, log_prob: Callab
     gain = jnp.where(a > 0, s * s / jnp.where(a > 0, a, 1.0), 0.0)
     return denoise(x, t, labels) + scale * gain * grad
   return fn
-
-
-def load_classifier(workdir: str) -> NoisyClassifier:
-  """The classifier trained in `workdir` (a diffusion run with model.kind='classifier'), with
-  its newest checkpoint's (EMA) params. Runs eagerly, also while a sampler is traced."""
-  if not os.path.isfile(os.path.join(workdir, train_lib.CONFIG_FILE)):
-    raise ValueError(f"--classifier={workdir}: no training run there "
-                     f"({train_lib.CONFIG_FILE} not found)")
-  with jax.ensure_compile_time_eval():
-    config, _, pipeline, state, _ = train_lib.load_workdir(workdir)
-    if "classifier" not in pipeline.functions:
-      raise ValueError(f"--classifier={workdir} holds a {config.family} model, not a "
-                       "noise-conditional classifier (diffusion with model.kind='classifier')")
-    return pipeline.functions["classifier"](pipeline.sample_params(state))

@@ -18,24 +18,36 @@ conditional model and w = 0 the unconditional one (Ho & Salimans 2022).
 backbone's encoder (`models.UNetClassifier`, `models.DiTClassifier`) on x_t = alpha x0 +
 sigma eps at the process's training times, with the objective's input scaling, by
 cross-entropy. Its run guides any model of the same process, image shape and classes:
-`sample(..., classifier=WORKDIR, classifier_scale=w)` adds w grad_x log p_t(y | x) to the
-score (Dhariwal & Nichol 2021; see `gen.diffusion.guidance`). Guidance scales and the step
-count are traced: changing them does not recompile the sampler.
+`sample(..., classifier=clf, classifier_scale=w)` with the run's `NoisyClassifier` adds
+w grad_x log p_t(y | x) to the score (Dhariwal & Nichol 2021; see `gen.diffusion.guidance`).
+`gen sample --classifier=WORKDIR` loads it before compiling (the pipeline's `sample_options`,
+`load_classifier`). Guidance scales, the step count and a classifier's params are traced:
+changing them does not recompile the sampler.
+
+Every step is a module-level function of its parts (network, process, objective and a
+`Settings` / `ClassifierSettings` record of the config values it reads); `make` binds them
+(`denoiser_parts`, `classifier_parts` build the parts of a config).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from gen.core import config as config_lib
+from gen.core import train as train_lib
 from gen.core import xla
 from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion import samplers as samplers_lib
-from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided, load_classifier
+from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
 from gen.diffusion.models import DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
@@ -46,6 +58,7 @@ DIT_POSITIONS = ("sincos", "learned")
 KINDS = ("denoiser", "classifier")
 # Noise levels s = sigma / alpha at which a classifier's eval reports its accuracy.
 EVAL_LEVELS = (0.1, 0.5, 1.0, 2.0, 5.0)
+DEFAULT_NUM = 64  # Images `gen sample` draws without --num.
 
 
 def process_name(d) -> str:
@@ -178,130 +191,344 @@ def _labels(num: int, label: int, num_classes: int):
   return jnp.arange(num, dtype=jnp.int32) % max(num_classes, 1)
 
 
+# ------------------------------------------------------------------------- denoisers
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """The config values a denoiser's steps read."""
+
+  shape: tuple[int, ...]  # (H, W, C) of the images.
+  num_classes: int  # Classes of a conditional model (its null label); 0: unconditional.
+  process: str  # The process's name (`process_name`): a guiding classifier's must match.
+  label_dropout: float
+  guidance: float  # The default classifier-free guidance scale (diffusion.guidance).
+  clip_denoised: bool
+  sampler: str  # The default sampler and step count.
+  sample_steps: int
+  ema_decay: float
+
+  @classmethod
+  def of(cls, config, spec: DataSpec) -> Settings:
+    d, m = config.diffusion, config.model
+    return cls(tuple(spec.shape), spec.num_classes if m.conditional else 0, process_name(d),
+               m.label_dropout, d.guidance, d.clip_denoised, d.sampler, d.sample_steps,
+               config.optim.ema_decay)
+
+
+def denoiser_parts(config, spec: DataSpec) -> tuple[nn.Module, Process, Objective, Settings]:
+  """The network, process, objective and settings of `config`'s denoiser (unchecked)."""
+  d = config.diffusion
+  cfg = Settings.of(config, spec)
+  net = _network(config.model, spec.shape[-1], cfg.num_classes, classifier=False)
+  return (net, make_process(cfg.process, d.p_mean, d.p_std),
+          make_objective(d.objective, d.sigma_data), cfg)
+
+
+def labels_of(num_classes: int, batch):
+  """The batch's labels for a conditional model; zeros for an unconditional one."""
+  if num_classes:
+    return batch["label"].astype(jnp.int32)
+  return jnp.zeros(batch["image"].shape[:1], jnp.int32)
+
+
+def apply_fn(net: nn.Module, params, train: bool = False, rng=None) -> Callable:
+  """The network as `apply_raw(x_in, cond, labels)`."""
+  rngs = {"dropout": rng} if train else {}
+  return lambda x, cond, y: net.apply({"params": params}, x, cond, y, train, rngs=rngs)
+
+
+def init(net: nn.Module, tx: optax.GradientTransformation, cfg: Settings, rng, batch):
+  x = batch["image"][:1]
+  params = net.init(rng, x, jnp.zeros((1,)), labels_of(cfg.num_classes, batch)[:1])["params"]
+  return TrainState.create(params, tx, cfg.ema_decay)
+
+
+def noise_batch(process: Process, rng, batch):
+  """Training-distribution times [B] and standard normal noise for a batch."""
+  x0 = batch["image"]
+  k_t, k_e = jax.random.split(rng)
+  t = process.sample_t(k_t, x0.shape[:1])
+  return t, jax.random.normal(k_e, x0.shape)
+
+
+def train_step(net: nn.Module, process: Process, objective: Objective, cfg: Settings, state,
+               batch, rng):
+  nc = cfg.num_classes
+  k_noise, k_drop, k_label = jax.random.split(rng, 3)
+  t, eps = noise_batch(process, k_noise, batch)
+  labels = labels_of(nc, batch)
+  if nc and cfg.label_dropout > 0:
+    drop = jax.random.bernoulli(k_label, cfg.label_dropout, labels.shape)
+    labels = jnp.where(drop, nc, labels)
+
+  def loss_fn(params):
+    loss, x0_mse = per_example_loss(apply_fn(net, params, True, k_drop), process, objective,
+                                    batch["image"], t, eps, labels)
+    return jnp.mean(loss), x0_mse
+
+  (loss, x0_mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads), {"loss": loss, "x0_mse": jnp.mean(x0_mse),
+                                        "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(net: nn.Module, process: Process, objective: Objective, cfg: Settings, state,
+              batch, rng):
+  t, eps = noise_batch(process, rng, batch)
+  loss, x0_mse = per_example_loss(apply_fn(net, state.sample_params), process, objective,
+                                  batch["image"], t, eps, labels_of(cfg.num_classes, batch))
+  return {"loss": loss, "x0_mse": x0_mse}
+
+
+def check_fit(cfg: Settings, clf: NoisyClassifier, name: str = "the classifier"):
+  """Errors unless `clf` can guide the model of `cfg`: same process, images and classes."""
+  problems = []
+  if clf.process != cfg.process:
+    problems.append(f"it was trained on the '{clf.process}' process, this model samples the "
+                    f"'{cfg.process}' process")
+  if tuple(clf.shape) != tuple(cfg.shape):
+    problems.append(f"it classifies {clf.shape} images, this model makes {cfg.shape}")
+  if cfg.num_classes and clf.num_classes != cfg.num_classes:
+    problems.append(f"it has {clf.num_classes} classes, this model {cfg.num_classes}")
+  if problems:
+    raise ValueError(f"{name} does not fit this model: " + "; ".join(problems))
+
+
+def _fitting(cfg: Settings, classifier, scale) -> NoisyClassifier | None:
+  """The classifier, checked against this model (None: no classifier guidance)."""
+  if classifier is None:
+    if scale is not None:
+      raise ValueError(f"--classifier_scale={scale} needs --classifier=WORKDIR, the run of a "
+                       "noise-conditional classifier (model.kind='classifier')")
+    return None
+  if not isinstance(classifier, NoisyClassifier):
+    raise ValueError(f"classifier={classifier!r}: the sampler takes a NoisyClassifier; the "
+                     "pipeline's sample_options loads one from a workdir (load_classifier)")
+  check_fit(cfg, classifier)
+  return classifier
+
+
+def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings, params, rng,
+           num, sampler=None, steps=None, guidance=None, eta=0.0, churn=0.0, label=-1,
+           classifier=None, classifier_scale=None):
+  """`num` images from the (EMA) network.
+
+  sampler: one of samplers.SAMPLERS (None: diffusion.sampler). steps: number of steps (may
+    be traced; None: diffusion.sample_steps).
+  guidance: classifier-free guidance scale w (conditional models; may be traced);
+    None uses diffusion.guidance. eta: DDIM's noise (ddim only). churn: EDM's S_churn
+    (euler, heun only). label: the class to draw (conditional models, or with a
+    classifier); -1 cycles through the classes.
+  classifier: a `NoisyClassifier` (a pytree: may be a traced argument; `sample_options`
+    loads one from a workdir) for classifier guidance with scale `classifier_scale`
+    (default 1; may be traced).
+  """
+  nc = cfg.num_classes
+  sampler = cfg.sampler if sampler is None else sampler
+  steps = cfg.sample_steps if steps is None else steps
+  fn, opts = _sampler(sampler, steps, eta=eta, churn=churn)
+  label = int(label)
+  clf = _fitting(cfg, classifier, classifier_scale)
+  if not nc and (guidance is not None or (label != -1 and clf is None)):
+    raise ValueError(f"--guidance and --label need a class-conditional model "
+                     f"(model.conditional=True), or for --label a classifier "
+                     f"(--classifier=WORKDIR); got guidance={guidance}, label={label}")
+  classes = nc or (clf.num_classes if clf is not None else 0)
+  if classes and not -1 <= label < classes:
+    raise ValueError(f"--label must be in [0, {classes}) or -1 (all classes), got {label}")
+  if guidance is not None and not cfg.label_dropout:
+    raise ValueError("--guidance needs a model trained with label dropout "
+                     "(model.label_dropout > 0): it has no unconditional mode")
+  guidance = cfg.guidance if guidance is None else guidance
+  scale = 1.0 if classifier_scale is None else classifier_scale
+  k_noise, k_run = jax.random.split(rng)
+  noise = jax.random.normal(k_noise, (num,) + tuple(cfg.shape))
+  labels = _labels(num, label, classes)
+  denoise = make_denoiser(apply_fn(net, params), process, objective, cfg.clip_denoised)
+  if nc and not (_concrete(guidance) and guidance == 1.0):
+    denoise = guided(denoise, nc, guidance)
+  if clf is not None and not (_concrete(scale) and scale == 0.0):
+    denoise = classifier_guided(denoise, process.alpha_sigma, clf.log_prob, scale)
+  x = fn(lambda x, t: denoise(x, t, labels), process, noise, k_run, steps, **opts)
+  return jnp.clip(x, -1.0, 1.0)
+
+
+def sample_options(cfg: Settings, num: int, flags: dict) -> tuple[int, dict]:
+  """`gen sample`'s flags as `sample`'s arguments, eagerly: `classifier` (a workdir) becomes
+  the `NoisyClassifier` trained there, checked against this model; the rest pass through.
+  `num` = 0 (not given) is DEFAULT_NUM images."""
+  kwargs = dict(flags)
+  classifier = kwargs.get("classifier")
+  if classifier is not None and not isinstance(classifier, NoisyClassifier):
+    kwargs["classifier"] = load_classifier(str(classifier))
+    check_fit(cfg, kwargs["classifier"], f"--classifier={classifier}")
+  return num or DEFAULT_NUM, kwargs
+
+
 def make(config, spec: DataSpec) -> Pipeline:
   """The pipeline of `config`: a denoiser, or with model.kind='classifier' a classifier."""
   _check(config, spec)
   if config.model.get("kind", "denoiser") == "classifier":
     return make_classifier(config, spec)
   _check_denoiser(config, spec)
-  d, m = config.diffusion, config.model
-  pname = process_name(d)
-  process = make_process(pname, d.p_mean, d.p_std)
-  objective = make_objective(d.objective, d.sigma_data)
-  h, w, c = spec.shape
-  nc = spec.num_classes if m.conditional else 0
-  net = _network(m, c, nc, classifier=False)
+  net, process, objective, cfg = denoiser_parts(config, spec)
   tx = make_optimizer(config.optim, config.train.num_steps)
+  parts = (net, process, objective, cfg)
+  return Pipeline(init=functools.partial(init, net, tx, cfg),
+                  train_step=functools.partial(train_step, *parts),
+                  eval_step=functools.partial(eval_step, *parts),
+                  sample=functools.partial(sample, *parts),
+                  sample_options=functools.partial(sample_options, cfg),
+                  compiler_options=_compiler_options(config.model))
 
-  def labels_of(batch):
-    if nc:
-      return batch["label"].astype(jnp.int32)
-    return jnp.zeros(batch["image"].shape[:1], jnp.int32)
 
-  def apply_fn(params, train=False, rng=None):
-    """The network as `apply_raw(x_in, cond, labels)`."""
-    rngs = {"dropout": rng} if train else {}
-    return lambda x, cond, y: net.apply({"params": params}, x, cond, y, train, rngs=rngs)
+# ----------------------------------------------------------------------- classifiers
 
-  def init(rng, batch):
-    x = batch["image"][:1]
-    params = net.init(rng, x, jnp.zeros((1,)), labels_of(batch)[:1])["params"]
-    return TrainState.create(params, tx, config.optim.ema_decay)
 
-  def noise_batch(rng, batch):
-    """Training-distribution times [B] and standard normal noise for a batch."""
-    x0 = batch["image"]
-    k_t, k_e = jax.random.split(rng)
-    t = process.sample_t(k_t, x0.shape[:1])
-    return t, jax.random.normal(k_e, x0.shape)
+@dataclasses.dataclass(frozen=True)
+class ClassifierSettings:
+  """The config values a noise-conditional classifier's steps read."""
 
-  def train_step(state, batch, rng):
-    k_noise, k_drop, k_label = jax.random.split(rng, 3)
-    t, eps = noise_batch(k_noise, batch)
-    labels = labels_of(batch)
-    if nc and m.label_dropout > 0:
-      drop = jax.random.bernoulli(k_label, m.label_dropout, labels.shape)
-      labels = jnp.where(drop, nc, labels)
+  shape: tuple[int, ...]  # (H, W, C) of the images.
+  num_classes: int
+  process: str  # The process's name (`process_name`).
+  sampler: str  # The default sampler, step count and guidance scale of its `sample`.
+  sample_steps: int
+  classifier_scale: float
+  sigma_data: float  # Its `sample`'s prior is N(0, sigma_data^2 I).
+  ema_decay: float
 
-    def loss_fn(params):
-      loss, x0_mse = per_example_loss(apply_fn(params, True, k_drop), process, objective,
-                                      batch["image"], t, eps, labels)
-      return jnp.mean(loss), x0_mse
+  @classmethod
+  def of(cls, config, spec: DataSpec) -> ClassifierSettings:
+    d = config.diffusion
+    return cls(tuple(spec.shape), spec.num_classes, process_name(d), d.sampler,
+               d.sample_steps, d.classifier_scale, d.sigma_data, config.optim.ema_decay)
 
-    (loss, x0_mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads), {"loss": loss, "x0_mse": jnp.mean(x0_mse),
-                                          "grad_norm": optax.global_norm(grads)}
 
-  def eval_step(state, batch, rng):
-    t, eps = noise_batch(rng, batch)
-    loss, x0_mse = per_example_loss(apply_fn(state.sample_params), process, objective,
-                                    batch["image"], t, eps, labels_of(batch))
-    return {"loss": loss, "x0_mse": x0_mse}
+def classifier_parts(config, spec: DataSpec
+                     ) -> tuple[nn.Module, Process, Objective, ClassifierSettings]:
+  """The network, process, objective and settings of `config`'s classifier (unchecked)."""
+  d = config.diffusion
+  cfg = ClassifierSettings.of(config, spec)
+  net = _network(config.model, cfg.num_classes, 0, classifier=True)
+  return (net, make_process(cfg.process, d.p_mean, d.p_std),
+          make_objective(d.objective, d.sigma_data), cfg)
 
-  def fitting(classifier, scale) -> NoisyClassifier | None:
-    """The classifier (loaded when it is a workdir), checked against this model."""
-    if classifier is None:
-      if scale is not None:
-        raise ValueError(f"--classifier_scale={scale} needs --classifier=WORKDIR, the run of a "
-                         "noise-conditional classifier (model.kind='classifier')")
-      return None
-    clf = (classifier if isinstance(classifier, NoisyClassifier)
-           else load_classifier(str(classifier)))
-    problems = []
-    if clf.process != pname:
-      problems.append(f"it was trained on the '{clf.process}' process, this model samples the "
-                      f"'{pname}' process")
-    if tuple(clf.shape) != tuple(spec.shape):
-      problems.append(f"it classifies {clf.shape} images, this model makes {spec.shape}")
-    if nc and clf.num_classes != nc:
-      problems.append(f"it has {clf.num_classes} classes, this model {nc}")
-    if problems:
-      raise ValueError(f"--classifier={classifier} does not fit this model: "
-                       + "; ".join(problems))
-    return clf
 
-  def sample(params, rng, num, sampler=d.sampler, steps=d.sample_steps, guidance=None,
-             eta=0.0, churn=0.0, label=-1, classifier=None, classifier_scale=None):
-    """`num` images from the (EMA) network.
+def logits(net: nn.Module, process: Process, objective: Objective, params, x, t,
+           train: bool = False, rng=None):
+  """[B, classes] for x in the process's coordinates at times t (scalar or [B])."""
+  t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
+  a, s = (_bcast(v, x) for v in process.alpha_sigma(t))
+  rngs = {"dropout": rng} if train else {}
+  return net.apply({"params": params}, objective.c_in(a, s) * x, process.cond(t), train,
+                   rngs=rngs)
 
-    sampler: one of samplers.SAMPLERS. steps: number of steps (may be traced).
-    guidance: classifier-free guidance scale w (conditional models; may be traced);
-      None uses diffusion.guidance. eta: DDIM's noise (ddim only). churn: EDM's S_churn
-      (euler, heun only). label: the class to draw (conditional models, or with a
-      classifier); -1 cycles through the classes.
-    classifier: a noise-conditional classifier's workdir (or a `NoisyClassifier`) for
-      classifier guidance with scale `classifier_scale` (default 1; may be traced).
-    """
-    fn, opts = _sampler(sampler, steps, eta=eta, churn=churn)
-    label = int(label)
-    clf = fitting(classifier, classifier_scale)
-    if not nc and (guidance is not None or (label != -1 and clf is None)):
-      raise ValueError(f"--guidance and --label need a class-conditional model "
-                       f"(model.conditional=True), or for --label a classifier "
-                       f"(--classifier=WORKDIR); got guidance={guidance}, label={label}")
-    classes = nc or (clf.num_classes if clf is not None else 0)
-    if classes and not -1 <= label < classes:
-      raise ValueError(f"--label must be in [0, {classes}) or -1 (all classes), got {label}")
-    if guidance is not None and not m.label_dropout:
-      raise ValueError("--guidance needs a model trained with label dropout "
-                       "(model.label_dropout > 0): it has no unconditional mode")
-    guidance = d.guidance if guidance is None else guidance
-    scale = 1.0 if classifier_scale is None else classifier_scale
-    k_noise, k_run = jax.random.split(rng)
-    noise = jax.random.normal(k_noise, (num, h, w, c))
-    labels = _labels(num, label, classes)
-    denoise = make_denoiser(apply_fn(params), process, objective, d.clip_denoised)
-    if nc and not (_concrete(guidance) and guidance == 1.0):
-      denoise = guided(denoise, nc, guidance)
-    if clf is not None and not (_concrete(scale) and scale == 0.0):
-      denoise = classifier_guided(denoise, process.alpha_sigma, clf.log_prob, scale)
-    x = fn(lambda x, t: denoise(x, t, labels), process, noise, k_run, steps, **opts)
-    return jnp.clip(x, -1.0, 1.0)
 
-  return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                  functions={"net": net, "process": process, "objective": objective,
-                             "apply_fn": apply_fn, "noise_batch": noise_batch},
-                  compiler_options=_compiler_options(m))
+def as_noisy_classifier(net: nn.Module, process: Process, objective: Objective,
+                        cfg: ClassifierSettings, params) -> NoisyClassifier:
+  """The `NoisyClassifier` of these parts with `params`, to guide samplers."""
+  return NoisyClassifier(params, functools.partial(logits, net, process, objective),
+                         cfg.process, tuple(cfg.shape), cfg.num_classes)
+
+
+def noisy_classifier(config, spec: DataSpec, params) -> NoisyClassifier:
+  """The `NoisyClassifier` of a classifier config (model.kind='classifier') with `params`."""
+  if config.model.get("kind", "denoiser") != "classifier":
+    raise ValueError(f"model.kind='{config.model.get('kind', 'denoiser')}' is not a "
+                     "noise-conditional classifier (model.kind='classifier')")
+  return as_noisy_classifier(*classifier_parts(config, spec), params)
+
+
+def load_classifier(workdir: str) -> NoisyClassifier:
+  """The classifier trained in `workdir` (a diffusion run with model.kind='classifier'), with
+  its newest checkpoint's (EMA) params. Reads files: call it eagerly, not while tracing."""
+  path = os.path.join(workdir, train_lib.CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise ValueError(f"--classifier={workdir}: no training run there "
+                     f"({train_lib.CONFIG_FILE} not found)")
+  config = config_lib.load_json(path)
+  if config.get("family") != "diffusion" or config.model.get("kind", "denoiser") != "classifier":
+    raise ValueError(f"--classifier={workdir} holds a {config.get('family')} model, not a "
+                     "noise-conditional classifier (diffusion with model.kind='classifier')")
+  config, spec, pipeline, state, _ = train_lib.load_workdir(workdir)
+  return noisy_classifier(config, spec, pipeline.sample_params(state))
+
+
+def classifier_init(net: nn.Module, tx: optax.GradientTransformation, cfg: ClassifierSettings,
+                    rng, batch):
+  params = net.init(rng, batch["image"][:1], jnp.zeros((1,)))["params"]
+  return TrainState.create(params, tx, cfg.ema_decay)
+
+
+def noised(process: Process, rng, x0, t=None):
+  """(x_t, t) at the training times, or at the given ones."""
+  k_t, k_e = jax.random.split(rng)
+  t = process.sample_t(k_t, x0.shape[:1]) if t is None else jnp.broadcast_to(t, x0.shape[:1])
+  a, s = (_bcast(v, x0) for v in process.alpha_sigma(t))
+  return a * x0 + s * jax.random.normal(k_e, x0.shape), t
+
+
+def scores(lg, y):
+  """Per-example cross-entropy `loss` and `accuracy` of logits [B, classes] for labels y."""
+  return {"loss": optax.softmax_cross_entropy_with_integer_labels(lg, y),
+          "accuracy": (jnp.argmax(lg, -1) == y).astype(jnp.float32)}
+
+
+def classifier_train_step(net: nn.Module, process: Process, objective: Objective, state,
+                          batch, rng):
+  k_noise, k_drop = jax.random.split(rng)
+  x, t = noised(process, k_noise, batch["image"])
+  y = batch["label"].astype(jnp.int32)
+
+  def loss_fn(params):
+    out = scores(logits(net, process, objective, params, x, t, True, k_drop), y)
+    return jnp.mean(out["loss"]), out["accuracy"]
+
+  (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  return state.apply_gradients(grads), {"loss": loss, "accuracy": jnp.mean(acc),
+                                        "grad_norm": optax.global_norm(grads)}
+
+
+def classifier_eval_step(net: nn.Module, process: Process, objective: Objective, state, batch,
+                         rng):
+  params, x0, y = state.sample_params, batch["image"], batch["label"].astype(jnp.int32)
+  out = scores(logits(net, process, objective, params, *noised(process, rng, x0)), y)
+  for level in EVAL_LEVELS:
+    x, t = noised(process, rng, x0, process.t_of_level(jnp.float32(level)))
+    out[f"accuracy_s{level:g}"] = scores(logits(net, process, objective, params, x, t),
+                                         y)["accuracy"]
+  return out
+
+
+def classifier_sample(net: nn.Module, process: Process, objective: Objective,
+                      cfg: ClassifierSettings, params, rng, num, sampler=None, steps=None,
+                      classifier_scale=None, label=-1):
+  """`num` draws from N(0, sigma_data^2 I) guided by the classifier; -1 cycles the labels.
+
+  None: the config's sampler, steps and classifier scale (the last two may be traced).
+  """
+  nc = cfg.num_classes
+  sampler = cfg.sampler if sampler is None else sampler
+  steps = cfg.sample_steps if steps is None else steps
+  classifier_scale = cfg.classifier_scale if classifier_scale is None else classifier_scale
+  fn, _ = _sampler(sampler, steps)
+  label = int(label)
+  if not -1 <= label < nc:
+    raise ValueError(f"--label must be in [0, {nc}) or -1 (all classes), got {label}")
+  var = cfg.sigma_data ** 2
+
+  def prior(x, t, labels):  # E[x0 | x] for x0 ~ N(0, var I).
+    a, s = (_bcast(v, x) for v in process.alpha_sigma(jnp.broadcast_to(t, x.shape[:1])))
+    return a * var / (a * a * var + s * s) * x
+
+  clf = as_noisy_classifier(net, process, objective, cfg, params)
+  denoise = classifier_guided(prior, process.alpha_sigma, clf.log_prob, classifier_scale)
+  k_noise, k_run = jax.random.split(rng)
+  noise = jax.random.normal(k_noise, (num,) + tuple(cfg.shape))
+  labels = _labels(num, label, nc)
+  x = fn(lambda x, t: denoise(x, t, labels), process, noise, k_run, steps)
+  return jnp.clip(x, -1.0, 1.0)
 
 
 def make_classifier(config, spec: DataSpec) -> Pipeline:
@@ -313,91 +540,18 @@ def make_classifier(config, spec: DataSpec) -> Pipeline:
   noise at each fixed noise level s = sigma / alpha of EVAL_LEVELS. Its `sample` draws from
   N(0, sigma_data^2 I), whose denoiser is known, guided by the classifier with scale
   `diffusion.classifier_scale`: pictures of what the classifier's gradients ask for.
-  `functions["classifier"]` turns params into the `NoisyClassifier` that guides samplers.
+  `noisy_classifier(config, spec, params)` is the `NoisyClassifier` that guides samplers.
   """
-  d, m = config.diffusion, config.model
   if spec.num_classes < 1:
     raise ConfigError("a classifier (model.kind='classifier') needs a labelled dataset; this "
                       "one has no classes")
-  pname = process_name(d)
-  process = make_process(pname, d.p_mean, d.p_std)
-  objective = make_objective(d.objective, d.sigma_data)
-  nc = spec.num_classes
-  net = _network(m, nc, 0, classifier=True)
+  net, process, objective, cfg = classifier_parts(config, spec)
   tx = make_optimizer(config.optim, config.train.num_steps)
-
-  def logits(params, x, t, train=False, rng=None):
-    """[B, classes] for x in the process's coordinates at times t (scalar or [B])."""
-    t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
-    a, s = (_bcast(v, x) for v in process.alpha_sigma(t))
-    rngs = {"dropout": rng} if train else {}
-    return net.apply({"params": params}, objective.c_in(a, s) * x, process.cond(t), train,
-                     rngs=rngs)
-
-  def classifier(params) -> NoisyClassifier:
-    return NoisyClassifier(params, logits, pname, tuple(spec.shape), nc)
-
-  def init(rng, batch):
-    params = net.init(rng, batch["image"][:1], jnp.zeros((1,)))["params"]
-    return TrainState.create(params, tx, config.optim.ema_decay)
-
-  def noised(rng, x0, t=None):
-    """(x_t, t) at the training times, or at the given ones."""
-    k_t, k_e = jax.random.split(rng)
-    t = process.sample_t(k_t, x0.shape[:1]) if t is None else jnp.broadcast_to(t, x0.shape[:1])
-    a, s = (_bcast(v, x0) for v in process.alpha_sigma(t))
-    return a * x0 + s * jax.random.normal(k_e, x0.shape), t
-
-  def scores(lg, y):
-    return {"loss": optax.softmax_cross_entropy_with_integer_labels(lg, y),
-            "accuracy": (jnp.argmax(lg, -1) == y).astype(jnp.float32)}
-
-  def train_step(state, batch, rng):
-    k_noise, k_drop = jax.random.split(rng)
-    x, t = noised(k_noise, batch["image"])
-    y = batch["label"].astype(jnp.int32)
-
-    def loss_fn(params):
-      out = scores(logits(params, x, t, True, k_drop), y)
-      return jnp.mean(out["loss"]), out["accuracy"]
-
-    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads), {"loss": loss, "accuracy": jnp.mean(acc),
-                                          "grad_norm": optax.global_norm(grads)}
-
-  def eval_step(state, batch, rng):
-    params, x0, y = state.sample_params, batch["image"], batch["label"].astype(jnp.int32)
-    out = scores(logits(params, *noised(rng, x0)), y)
-    for level in EVAL_LEVELS:
-      x, t = noised(rng, x0, process.t_of_level(jnp.float32(level)))
-      out[f"accuracy_s{level:g}"] = scores(logits(params, x, t), y)["accuracy"]
-    return out
-
-  def sample(params, rng, num, sampler=d.sampler, steps=d.sample_steps,
-             classifier_scale=d.classifier_scale, label=-1):
-    """`num` draws from N(0, sigma_data^2 I) guided by the classifier; -1 cycles the labels."""
-    fn, _ = _sampler(sampler, steps)
-    label = int(label)
-    if not -1 <= label < nc:
-      raise ValueError(f"--label must be in [0, {nc}) or -1 (all classes), got {label}")
-    var = d.sigma_data ** 2
-
-    def prior(x, t, labels):  # E[x0 | x] for x0 ~ N(0, var I).
-      a, s = (_bcast(v, x) for v in process.alpha_sigma(jnp.broadcast_to(t, x.shape[:1])))
-      return a * var / (a * a * var + s * s) * x
-
-    denoise = classifier_guided(prior, process.alpha_sigma, classifier(params).log_prob,
-                                classifier_scale)
-    k_noise, k_run = jax.random.split(rng)
-    noise = jax.random.normal(k_noise, (num,) + tuple(spec.shape))
-    labels = _labels(num, label, nc)
-    x = fn(lambda x, t: denoise(x, t, labels), process, noise, k_run, steps)
-    return jnp.clip(x, -1.0, 1.0)
-
-  return Pipeline(init=init, train_step=train_step, eval_step=eval_step, sample=sample,
-                  functions={"net": net, "process": process, "objective": objective,
-                             "logits": logits, "classifier": classifier},
-                  compiler_options=_compiler_options(m))
+  return Pipeline(init=functools.partial(classifier_init, net, tx, cfg),
+                  train_step=functools.partial(classifier_train_step, net, process, objective),
+                  eval_step=functools.partial(classifier_eval_step, net, process, objective),
+                  sample=functools.partial(classifier_sample, net, process, objective, cfg),
+                  compiler_options=_compiler_options(config.model))
 
 
 def _compiler_options(m) -> dict:
