@@ -1,4 +1,5 @@
-"""Every config in configs/ trains for a few steps, shrunk, and leaves its pictures."""
+"""Every config (configs/, and those a family ships in gen/<family>/configs/) trains for a
+few steps, shrunk, and leaves its pictures."""
 
 import contextlib
 import glob
@@ -17,11 +18,12 @@ from gen.core import train as train_lib
 
 # Per-family overrides that shrink a config to seconds on a CPU, and the pictures it leaves.
 TINY = {"vae": TINY_VAE, "pixelcnn": TINY_PIXELCNN, "gan": TINY_GAN, "lm": TINY_LM,
-        "diffusion": TINY_DIFFUSION, "classifier": TINY_CLASSIFIER}
+        "lm.finetune": TINY_LM, "diffusion": TINY_DIFFUSION, "classifier": TINY_CLASSIFIER}
 PICTURES = {"vae": ("samples", "reconstructions", "interpolations"),
             "pixelcnn": ("samples", "completions"), "gan": ("samples", "interpolations"),
             "diffusion": ("samples",)}
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py")))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py"))
+                 + glob.glob(os.path.join(ROOT, "gen", "*", "configs", "[!_]*.py")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))

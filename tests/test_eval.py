@@ -73,7 +73,7 @@ def test_likelihood_units_and_convention():
   assert extra == {"bpd": pytest.approx(81.3 / (784 * np.log(2)))}  # iwae_bpd is kept.
   assert "binarized" in likelihood.convention(metrics, image)
   assert likelihood.convention({"loss": 0.1, "x0_mse": 0.02}, image) is None  # Diffusion.
-  tokens = DataSpec((256,), 0, "tokens", "tokens", 65)
+  tokens = DataSpec((256,), kind="tokens", fields={"tokens": ((257,), "int32")})
   extra = likelihood.units({"loss": 1.47, "nll_per_char": 1.47}, tokens)
   assert extra["bits_per_token"] == pytest.approx(1.47 / np.log(2))
   assert extra["bits_per_char"] == pytest.approx(1.47 / np.log(2))
@@ -120,7 +120,7 @@ def test_inception_weights_round_trip(tmp_path):
 
 
 def _load(name, **overrides):
-  config = config_lib.load_file(config_path(*name.split("/")))
+  config = config_lib.load_file(name if "/" not in name else config_path(*name.split("/")))
   config_lib.apply_overrides(config, {
       "train.progress": False, "train.log_every": 0, "train.eval_every": 0,
       "train.sample_every": 0, "train.checkpoint_every": 0, **overrides})
@@ -132,7 +132,7 @@ def test_fd_ranks_a_trained_gan_below_its_first_step(tmp_path, capsys, monkeypat
   CI: 200 GAN steps, a narrower classifier trained 200 steps (placed in the cache, so
   `gen eval` finds it there), 500 samples (biased FDs, but both runs share the bias)."""
   monkeypatch.setenv("GEN_CACHE_DIR", str(tmp_path / "cache"))
-  clf = _load("classifier/digits.py", **{"train.num_steps": 200, "model.channels": (16, 32)})
+  clf = _load("gen.classifier.configs.digits", **{"train.num_steps": 200, "model.channels": (16, 32)})
   train_lib.train(clf, str(tmp_path / "cache" / "classifiers" / "digits"), handle_signals=False)
   gan = _load("gan/digits.py", **{"train.num_steps": 200})
   workdir = str(tmp_path / "gan")

@@ -113,12 +113,13 @@ def test_no_module_reads_another_by_string():
   """No `functions[...]`-style side channel: the contract's members are typed fields."""
   from gen.core.pipeline import Pipeline
 
-  assert "functions" not in {f.name for f in __import__("dataclasses").fields(Pipeline)}
+  side_channel = "func" + "tions"  # Spelled apart so this test does not find itself.
+  assert side_channel not in {f.name for f in __import__("dataclasses").fields(Pipeline)}
   bad = []
   for folder in ("gen", "tests", "benchmarks"):
     for path in _py_files(os.path.join(ROOT, folder)):
       for line, text in _code_words(path):
-        if text == "functions":
+        if text == side_channel:
           bad.append(f"{os.path.relpath(path, ROOT)}:{line}")
   assert not bad, "\n".join(bad)
 

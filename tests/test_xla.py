@@ -37,14 +37,14 @@ def test_convnet_options_move_convolutions_out_of_ynnpack():
     ("vae/digits", [], {}),
     ("gan/digits", [], xla.CONVNET_CPU),
     ("pixelcnn/digits", [], xla.CONVNET_CPU),
-    ("classifier/digits", [], xla.CONVNET_CPU),
+    ("gen.classifier.configs.digits", [], xla.CONVNET_CPU),
     ("lm/shakespeare_char_cpu", [], {}),
 ])
 def test_each_family_asks_for_its_options(config, overrides, expected):
   from gen.core import config as config_lib
   from gen.core.pipeline import DataSpec
   from gen.core.train import build
-  c = config_lib.load(f"configs/{config}.py", overrides)
+  c = config_lib.load(config if config.startswith("gen.") else f"configs/{config}.py", overrides)
   if c.family == "lm":
     from gen.lm.data import token_spec
 

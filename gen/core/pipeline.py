@@ -124,8 +124,6 @@ class Pipeline:
   write_samples: Callable[[Any, str], list[str]] | None = None
   # `(host samples) -> str`: a short text form for the log (e.g. decoded tokens).
   preview: Callable[[Any], str] | None = None
-  # Transitional: removed once no family fills it.
-  functions: Mapping[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
   # XLA options for every program compiled from these functions (see `gen.core.xla`).
   compiler_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
