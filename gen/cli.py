@@ -223,14 +223,16 @@ def _eval_samples(values, overrides, extra):
   _setup_jax()
   from gen.eval import fd
 
-  result = fd.evaluate(
-      values["workdir"], metric=values["metric"], num_samples=values["num_samples"],
-      batch=values["batch_size"] or 500, seed=values["seed"],
-      step=None if values["step"] < 0 else values["step"], ref_split=values["reference"],
-      real_split=values["real"], dataset=values["data"],
-      classifier=values["fd_classifier"], inception=values["inception"], overrides=overrides,
-      sampler_args=extra,
-      check_args=_check_sampler_args)
+  try:  # Its ValueErrors are about the arguments: no feature network, a grid sampler...
+    result = fd.evaluate(
+        values["workdir"], metric=values["metric"], num_samples=values["num_samples"],
+        batch=values["batch_size"] or 500, seed=values["seed"],
+        step=None if values["step"] < 0 else values["step"], ref_split=values["reference"],
+        real_split=values["real"], dataset=values["data"],
+        classifier=values["fd_classifier"], inception=values["inception"], overrides=overrides,
+        sampler_args=extra, check_args=_check_sampler_args)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
   out = values["out"] or (os.path.join(values["workdir"], f"{values['metric']}.json")
                           if values["workdir"] else f"{values['metric']}-{values['data']}.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

@@ -98,3 +98,11 @@ def test_cli_usage_errors(capsys):
   assert "--config is required" in capsys.readouterr().err
   assert cli.main(["frobnicate"]) == 2
   assert cli.main(["sample", "--workdir=x", "positional"]) == 2
+
+
+def test_config_by_module_name():
+  """A config a package ships loads by its dotted module name, with or without `:ARG`."""
+  c = config_lib.load("gen.classifier.configs.digits")
+  assert c.family == "classifier" and c.data.name == "digits"
+  with pytest.raises(ConfigError, match="not found: gen.classifier.configs.nope"):
+    config_lib.load("gen.classifier.configs.nope")

@@ -21,7 +21,7 @@ TINY = {"vae": TINY_VAE, "pixelcnn": TINY_PIXELCNN, "gan": TINY_GAN, "lm": TINY_
         "lm.finetune": TINY_LM, "diffusion": TINY_DIFFUSION, "classifier": TINY_CLASSIFIER}
 PICTURES = {"vae": ("samples", "reconstructions", "interpolations"),
             "pixelcnn": ("samples", "completions"), "gan": ("samples", "interpolations"),
-            "diffusion": ("samples",)}
+            "diffusion": ("samples",), "classifier": ()}
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py"))
                  + glob.glob(os.path.join(ROOT, "gen", "*", "configs", "[!_]*.py")))
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import config_path
+from conftest import TINY_GAN, config_path
 
 from gen import cli
 from gen.core import config as config_lib
@@ -155,6 +155,24 @@ def test_fd_ranks_a_trained_gan_below_its_first_step(tmp_path, capsys, monkeypat
                    f"--out={tmp_path / 'floor.json'}"]) == 0
   floor = json.loads((tmp_path / "floor.json").read_text())
   assert floor["num_samples"] == 297 and floor["fd"] < fds[200]["fd"]
+
+
+def test_fd_without_a_feature_classifier_trains_nothing_and_says_how(tmp_path, capsys,
+                                                                    monkeypatch):
+  monkeypatch.setenv("GEN_CACHE_DIR", str(tmp_path / "cache"))
+  assert cli.main(["eval", "--metric=fd", "--data=digits", "--real=test"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "no feature classifier for digits" in err
+  assert "gen train --config=gen.classifier.configs.digits" in err
+  assert not (tmp_path / "cache").exists()  # Nothing trained, nothing written.
+  # The command it prints names a config the package ships.
+  assert config_lib.load("gen.classifier.configs.digits").family == "classifier"
+  # A run without a feature map is refused by name.
+  gan = _load("gan/digits.py", **{**TINY_GAN, "train.num_steps": 1})
+  train_lib.train(gan, str(tmp_path / "gan"), handle_signals=False)
+  assert cli.main(["eval", "--metric=fd", "--data=digits", "--real=test",
+                   f"--fd_classifier={tmp_path / 'gan'}"]) == 2
+  assert "has no feature map" in capsys.readouterr().err
 
 
 def test_eval_flag_errors(capsys):

@@ -14,9 +14,22 @@ import numpy as np
 log = logging.getLogger("gen")
 
 
+class _Stderr(logging.StreamHandler):
+  """Writes to whatever `sys.stderr` is now (it may be replaced after setup, e.g. by a test
+  runner capturing output), not to the stream that was current when logging was set up."""
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    pass
+
+
 def setup_logging(level=logging.INFO) -> None:
   if not log.handlers:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(asctime)s gen: %(message)s", "%H:%M:%S"))
     log.addHandler(handler)
     log.setLevel(level)
