@@ -89,6 +89,16 @@ def _setup_jax():
 
 
 def cmd_train(argv):
+  from gen.core import stop
+
+  stop.catch_early()  # (`main` did already; a no-op then.)
+  try:
+    return _train(argv)
+  finally:
+    stop.release_early()
+
+
+def _train(argv):
   from gen.core import config as config_lib
   from gen.core import train
 
@@ -108,7 +118,6 @@ def cmd_train(argv):
   _setup_jax()
   train.train(config, values["workdir"])
   return 0
-
 
 def cmd_sample(argv):
   values, _, extra = _parse(
@@ -257,6 +266,10 @@ def main(argv=None) -> int:
       print(f"\ngen: unknown command '{argv[0]}'", file=sys.stderr)
       return 2
     return 0 if argv else 2
+  if argv[0] == "train":  # Before the heavy imports: a SIGTERM during start-up is not lost.
+    from gen.core import stop
+
+    stop.catch_early()
   from gen.core.logging import setup_logging
   setup_logging()
   logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's deprecation chatter.

@@ -15,7 +15,7 @@ import importlib
 import json
 import logging
 import os
-import signal
+import shutil
 import time
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from gen.core import config as config_lib
 from gen.core import images as images_lib
-from gen.core import parallel, xla
+from gen.core import parallel, stop, xla
 from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
 from gen.core.data import Data, ImageData, postprocess
 from gen.core.logging import MetricWriter, progress
@@ -67,29 +67,6 @@ def _is_loss(name: str) -> bool:
   return name == "loss" or name.startswith("loss_") or name.endswith("_loss")
 
 
-@contextlib.contextmanager
-def _stop_on_signals(enabled: bool):
-  """Turns the first SIGTERM/SIGINT into a flag; a second one interrupts as usual."""
-  flag = {"signal": None}
-  if not enabled:
-    yield flag
-    return
-  previous = {}
-
-  def handler(signum, frame):
-    flag["signal"] = signal.Signals(signum).name
-    for s, h in previous.items():  # A second signal is not caught.
-      signal.signal(s, h)
-
-  for s in (signal.SIGTERM, signal.SIGINT):
-    previous[s] = signal.signal(s, handler)
-  try:
-    yield flag
-  finally:
-    for s, h in previous.items():
-      signal.signal(s, h)
-
-
 def evaluate(eval_fn, state, data: Data, put, rng, max_batches: int = 0,
              bar: bool = False, batch_size: int | None = None) -> dict[str, float]:
   """Averages the per-example metrics of `eval_fn` over the eval split (padding masked)."""
@@ -122,6 +99,7 @@ class _Run:
     # Data errors surface before anything is written. A resumed run reuses what its data
     # saved (e.g. a vocabulary); a fine-tuning run (`init_from`) that of the run it starts from.
     self.data = open_data(config, reuse=(workdir, config.get("init_from", "")))
+    self.data.eval_source  # Open every split now: a bad file fails before step 0.
     self.spec = self.data.spec
     self.pipeline = build(config, self.spec)
     pc = config.get("parallel") or config_lib.base_config().parallel
@@ -294,7 +272,13 @@ def _check_fits(params, like, source: str) -> None:
 def _write_run_files(config, workdir: str, data: Data) -> None:
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write-test-{os.getpid()}")
+    open(probe, "w").close()
+    os.remove(probe)
+  except OSError as e:
+    raise TrainingError(f"cannot write the workdir {workdir}: {e.strerror or e}") from None
   data.save(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_lib.to_json(config)
@@ -320,15 +304,79 @@ def _get(d, dotted):
   return d
 
 
+# Keys whose change on a restart would not fit the saved state: refused, nothing written.
+SHAPE_KEYS = ("family", "model")
+
+
+def check_restart(config, workdir: str, spec: DataSpec) -> None:
+  """Raises a ConfigError naming the keys when `workdir` holds a run of another family, model
+  or data layout than `config` would make (other changes are logged when the files are
+  written)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    before = json.load(f)
+  after = json.loads(config_lib.to_json(config))
+  keys = set(config_lib.flat_keys(config_lib.ConfigDict(before))) | set(config_lib.flat_keys(config))
+  diff = sorted(k for k in keys if k.split(".")[0] in SHAPE_KEYS and _get(before, k) != _get(after, k))
+  old_spec = DataSpec.load(workdir)
+  if old_spec is not None and old_spec != spec:
+    diff += [f"data ({f})" for f in ("shape", "num_classes", "preprocess", "kind", "fields",
+                                     "extra") if getattr(old_spec, f) != getattr(spec, f)]
+  if diff:
+    shown = ", ".join(f"{k}: {_get(before, k)!r} -> {_get(after, k)!r}" if "(" not in k else k
+                      for k in diff[:8])
+    raise config_lib.ConfigError(
+        f"{workdir} holds a run that this config does not fit ({shown}{' ...' if len(diff) > 8 else ''}); "
+        "use a new --workdir, or the same settings to resume")
+
+
+@contextlib.contextmanager
+def _removed_on_failure(workdir: str):
+  """Takes back what a run wrote into `workdir` if it fails before its first training step
+  (a value that only fails when compiled, say): a failed start leaves the folder as it was.
+  The caller sets `started["step"]` once a step has run."""
+  existed = os.path.isdir(workdir)
+  before = set(os.listdir(workdir)) if existed else set()
+  started = {"step": False}
+  try:
+    yield started
+  except Exception:
+    folder = os.path.join(workdir, "checkpoints")
+    saved = os.path.isdir(folder) and any(d.isdigit() for d in os.listdir(folder))
+    if not (saved or started["step"]) and jax.process_index() == 0 and os.path.isdir(workdir):
+      if not existed:
+        shutil.rmtree(workdir, ignore_errors=True)
+      else:
+        for name in set(os.listdir(workdir)) - before:
+          target = os.path.join(workdir, name)
+          if os.path.isdir(target):
+            shutil.rmtree(target, ignore_errors=True)
+          else:
+            os.remove(target)
+    raise
+
+
 def train(config, workdir: str, *, stop_at_step: int | None = None,
           handle_signals: bool = True) -> Any:
   """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the state.
 
   `stop_at_step` stops early as if preempted there (checkpoint, then return); tests use
-  it to compare an interrupted run with a straight one.
+  it to compare an interrupted run with a straight one. The signal handlers are installed
+  first, and nothing is written until the config, the data (every split) and the pipeline
+  are built and checked against what the workdir already holds.
   """
+  with stop.on_signals(handle_signals) as flag:
+    run = _Run(config, workdir)
+    check_restart(config, workdir, run.spec)
+    with _removed_on_failure(workdir) as started:
+      return _train(config, workdir, run, flag, stop_at_step, started)
+
+
+def _train(config, workdir: str, run: _Run, flag: dict, stop_at_step: int | None,
+           started: dict) -> Any:
   tc = config.train
-  run = _Run(config, workdir)
   _write_run_files(config, workdir, run.data)
   ckpt = Checkpointer(workdir, keep=tc.keep_checkpoints, async_save=tc.async_checkpoints)
   writer = MetricWriter(workdir)
@@ -394,29 +442,30 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   stopped_by = None
   sync = parallel.StopSync()
   try:
-    with _stop_on_signals(handle_signals) as flag:
-      for step in range(start, tc.num_steps):
-        batch = run.put_train(next(iterator))
-        if step_fn is None:
-          step_fn = run.compile_step(state, batch)
-        state, metrics = step_fn(state, batch, run.keys["train"])
-        drain()  # The previous step's metrics; this step runs meanwhile.
-        s = step + 1
-        pending = (s, metrics)
-        bar.update(1)
-        if tc.eval_every and s % tc.eval_every == 0 and s != tc.num_steps:
-          run_eval(s)
-        if tc.sample_every and s % tc.sample_every == 0 and s != tc.num_steps:
-          run.write_samples(run.view(state), s, writer, bar)
-        signalled = sync.should_stop(s, flag["signal"] is not None)
-        preempted = signalled or (stop_at_step is not None and s >= stop_at_step)
-        if (tc.checkpoint_every and s % tc.checkpoint_every == 0) or preempted:
-          save(s)
-        if preempted:
-          stopped_by = ((flag["signal"] or "another process's signal") if signalled
-                        else f"stop_at_step={stop_at_step}")
-          break
-      drain()
+    # The loop; a signal anywhere since `train` began stops it at a step boundary.
+    for step in range(start, tc.num_steps):
+      batch = run.put_train(next(iterator))
+      if step_fn is None:
+        step_fn = run.compile_step(state, batch)
+      state, metrics = step_fn(state, batch, run.keys["train"])
+      started["step"] = True
+      drain()  # The previous step's metrics; this step runs meanwhile.
+      s = step + 1
+      pending = (s, metrics)
+      bar.update(1)
+      if tc.eval_every and s % tc.eval_every == 0 and s != tc.num_steps:
+        run_eval(s)
+      if tc.sample_every and s % tc.sample_every == 0 and s != tc.num_steps:
+        run.write_samples(run.view(state), s, writer, bar)
+      signalled = sync.should_stop(s, flag["signal"] is not None)
+      preempted = signalled or (stop_at_step is not None and s >= stop_at_step)
+      if (tc.checkpoint_every and s % tc.checkpoint_every == 0) or preempted:
+        save(s)
+      if preempted:
+        stopped_by = ((flag["signal"] or "another process's signal") if signalled
+                      else f"stop_at_step={stop_at_step}")
+        break
+    drain()
     final = run.view(state)
     end = int(jax.device_get(final.step))
     if stopped_by is None:
