@@ -99,7 +99,7 @@ def test_train_step(capsys, tmp_path, config, tiny, unit):
     assert 0 < row["mfu"] and row["model_flops_per_item"] > 0
 
 
-@pytest.mark.parametrize("work", ["train", "sample"])
+@pytest.mark.parametrize("work", [pytest.param("train", marks=pytest.mark.slow), "sample"])
 def test_compiler_options_times_every_variant(capsys, work):
   args = argv("diffusion/digits.py", TINY_DIFFUSION, f"--work={work}")
   compiler_options.main(args)

@@ -24,9 +24,19 @@ PICTURES = {"vae": ("samples", "reconstructions", "interpolations"),
             "diffusion": ("samples",), "classifier": ()}
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*", "*.py"))
                  + glob.glob(os.path.join(ROOT, "gen", "*", "configs", "[!_]*.py")))
+# One config per family in the default run (each shrunk config costs a compile of every
+# step); all of them with `pytest -m slow`.
+DEFAULT = {"configs/vae/digits.py", "configs/gan/digits.py", "configs/diffusion/digits.py",
+           "configs/pixelcnn/digits.py", "configs/lm/shakespeare_char_cpu.py",
+           "configs/lm/shakespeare_char_rl.py", "gen/classifier/configs/digits.py"}
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def _param(path):
+  rel = os.path.relpath(path, ROOT)
+  return pytest.param(path, id=rel, marks=() if rel in DEFAULT else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("path", [_param(p) for p in CONFIGS])
 def test_config_trains_shrunk(path, tmp_path, request):
   config = config_lib.load_file(path)
   assert config.family in TINY, f"add shrinking overrides for family '{config.family}'"

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, TINY_VAE, config_path
 
 LAUNCH = os.path.join(ROOT, "launch")
@@ -31,6 +33,7 @@ def test_local_dry_run_starts_one_process_per_id_with_one_coordinator():
   assert _sh(f"{LAUNCH}/local.sh", "--dry-run").returncode == 2  # No gen train flags.
 
 
+@pytest.mark.slow  # Two processes agreeing with one: tests/test_parallel.py in the default run.
 def test_local_runs_two_processes_that_train_together(tmp_path):
   flags = {**TINY_VAE, "train.num_steps": 2, "data.batch_size": 4, "data.eval_batch_size": 4}
   workdir = tmp_path / "run"

@@ -107,6 +107,7 @@ def test_two_processes_agree_with_one(one_device, text, tmp_path):
                                 processes=2))
 
 
+@pytest.mark.slow  # One process's SIGTERM handling is in tests/test_train.py's default run.
 def test_sigterm_to_one_host_stops_every_host_at_the_same_step(text, tmp_path):
   workdir = tmp_path / "run"
   overrides = {"data.name": text, "train.num_steps": 100000, "train.checkpoint_every": 0,

@@ -4,9 +4,10 @@ Run:       gen train --config=configs/gan/digits.py --workdir=runs/gan-digits
            gen sample --workdir=runs/gan-digits --interpolate --out=interp.png
 Hardware:  2-core CPU (no accelerator).
 Wall time: 3 min 19 s for 8000 steps (about 45 steps/s), compilation and evals included.
-Result:    step 8000, last 100 steps: loss_d 1.115, loss_g 0.937, D accuracy 0.79 on real and
-           0.76 on fake batches, r1 1.8. Test split (297 images) vs as many EMA samples: D
-           accuracy 0.60 real / 0.69 fake. Most samples are recognisable digits of every class,
+Result:    step 8000, last 100 steps: loss_d 1.115, loss_g 0.934, D accuracy 0.79 on real and
+           0.75 on fake batches, r1 1.8. Test split (297 images) vs as many EMA samples: D
+           accuracy 0.55 real / 0.75 fake (re-measured 2026-12-02, 5 min 22 s on a shared CPU;
+           an older run gave 0.60 / 0.69). Most samples are recognisable digits of every class,
            blurrier and noisier than the real ones (about one in five is a smudge); no collapse,
            and interpolations morph smoothly from one digit into another. Outside check (a
            scikit-learn MLP digit classifier, 99.0% on the real test split, not part of gen):
