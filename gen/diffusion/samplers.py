@@ -129,7 +129,9 @@ def _edm(denoise, process, noise, rng, steps, heun, churn, level_min, level_max,
     s, s_next = karras_grid(i, steps, lo, hi), karras_grid(i + 1, steps, lo, hi)
     s_hat = s * (1.0 + gamma)  # Churn: add noise to go up to s_hat first.
     z = jax.random.normal(jax.random.fold_in(rng, i), x.shape)
-    x_hat = x + jnp.sqrt(jnp.maximum(s_hat ** 2 - s ** 2, 0.0)) * s_noise * z
+    # sqrt(s_hat^2 - s^2) written through gamma, so gamma = 0 gives exactly 0 (the
+    # difference of squares does not round to 0 in float32) and the ODE ignores the key.
+    x_hat = x + s * jnp.sqrt(gamma * (2.0 + gamma)) * s_noise * z
     d = (x_hat - d_fn(x_hat, s_hat)) / s_hat
     x_next = x_hat + (s_next - s_hat) * d
     if heun:
