@@ -26,10 +26,11 @@ import numpy as np
 from gen.core import config as config_lib
 from gen.core import images as images_lib
 from gen.core import parallel, stop, xla
-from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
+from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like, data_checker
 from gen.core.data import Data, ImageData, postprocess
 from gen.core.logging import MetricWriter, progress
 from gen.core.pipeline import SPEC_FILE, DataSpec, Pipeline, TrainState
+from gen.core.workdir import workdir_lock
 
 log = logging.getLogger("gen")
 
@@ -151,11 +152,12 @@ class _Run:
     shardings = self.repl
     if self.pc.mode == "jit":
       shardings = parallel.state_shardings(abstract, self.mesh, self.pc.fsdp_min_size)
-    restored = ckpt.restore(abstract_like(abstract, shardings))
+    # An unreadable checkpoint (its arrays, or an iterator state this iterator refuses) is
+    # moved aside: the run goes on from the previous one and writes that step again.
+    restored = ckpt.restore(abstract_like(abstract, shardings),
+                            check_data=data_checker(iterator), move_aside=True)
     if restored is not None:
-      start, state, data_state = restored
-      if "iterator" in data_state:
-        iterator.set_state(data_state["iterator"])
+      start, state, _ = restored  # The checker has put the iterator at its saved position.
       log.info("resumed from step %d in %s", start, ckpt.directory)
     else:
       start = 0
@@ -370,7 +372,8 @@ def train(config, workdir: str, *, stop_at_step: int | None = None,
   with stop.on_signals(handle_signals) as flag:
     run = _Run(config, workdir)
     check_restart(config, workdir, run.spec)
-    with _removed_on_failure(workdir) as started:
+    # One run per workdir; the lock is taken before anything is written into it.
+    with workdir_lock(workdir, jax.process_index()), _removed_on_failure(workdir) as started:
       return _train(config, workdir, run, flag, stop_at_step, started)
 
 
@@ -479,10 +482,17 @@ def _train(config, workdir: str, run: _Run, flag: dict, stop_at_step: int | None
       bar.close()
       log.info("stopped by %s at step %d; checkpoint saved, re-run the same command to resume",
                stopped_by, end)
-  finally:
+  except BaseException:
     bar.close()
-    ckpt.close()
-    writer.close()
+    for close in (ckpt.close, writer.close):  # Their errors would hide the one raised here.
+      try:
+        close()
+      except Exception as e:
+        log.warning("while stopping: %s: %s", type(e).__name__, (str(e) or " ").splitlines()[0])
+    raise
+  bar.close()
+  ckpt.close()
+  writer.close()
   return final
 
 
