@@ -66,6 +66,34 @@ def test_cached_decoding_matches_full_recomputation(model):
     np.testing.assert_allclose(logits[row, 1:n], ref[0, 1:n], rtol=1e-4, atol=1e-4)
 
 
+def test_norm_eps_reaches_every_norm_and_old_runs_keep_flax_default():
+  """`model.norm_eps` sets the LayerNorm epsilon; a config without the key (a run saved before
+  it existed) builds flax's 1e-6, the epsilon it was trained with."""
+  c = config_lib.load_file(config_path("lm", "shakespeare_char_cpu.py"))
+  config_lib.apply_overrides(c, TINY_LM)
+  spec = token_spec(CTX, vocab_size=VOCAB, start_ids=[0])
+  tokens = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6]], jnp.int32)
+
+  def logits_with(config):
+    net = lm.model_of(config, spec)
+    params = net.init(jax.random.key(0), tokens)["params"]
+    return net.norm_eps, np.asarray(lm.logits(net, params, tokens))
+
+  old = config_lib.ConfigDict(json.loads(config_lib.to_json(c)))
+  with old.model.unlocked():
+    del old.model["norm_eps"]
+  eps_cfg, ref = logits_with(c)
+  eps_old, out_old = logits_with(old)
+  assert eps_cfg == eps_old == 1e-6  # The measured config keeps the old value explicitly.
+  np.testing.assert_array_equal(out_old, ref)
+  # Embeddings are N(0, 0.02): variances ~4e-4, so 1e-5 against 1e-6 moves the logits.
+  config_lib.apply_overrides(c, {"model.norm_eps": 1e-5})
+  eps_new, out_new = logits_with(c)
+  assert eps_new == 1e-5 and np.abs(out_new - ref).max() > 1e-4
+  gpt2 = config_lib.load_file(config_path("lm", "gpt2_124m.py"))
+  assert gpt2.model.norm_eps == 1e-5
+
+
 def test_rows_decode_as_if_alone():
   p, params, _ = _pipeline()
   run = jax.jit(lambda x, n: p.sample(params, jax.random.key(2), x.shape[0], x, n,

@@ -35,6 +35,7 @@ def get_config():
   c.model.num_heads = 12
   c.model.width = 768
   c.model.norm = "layernorm"  # layernorm | rmsnorm
+  c.model.norm_eps = 1e-5  # GPT-2's LayerNorm epsilon.
   c.model.mlp = "gelu"  # gelu | swiglu
   c.model.positions = "learned"  # learned | rotary
   c.model.tie_embeddings = True

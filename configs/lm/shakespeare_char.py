@@ -35,6 +35,7 @@ def get_config():
   c.model.num_heads = 6
   c.model.width = 384
   c.model.norm = "layernorm"  # layernorm | rmsnorm
+  c.model.norm_eps = 1e-5  # nanoGPT's (PyTorch's LayerNorm default, as GPT-2).
   c.model.mlp = "gelu"  # gelu | swiglu
   c.model.positions = "learned"  # learned | rotary
   c.model.tie_embeddings = True

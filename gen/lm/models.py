@@ -1,7 +1,8 @@
 """A decoder-only transformer (GPT) with an explicit key/value cache.
 
-Options (all from `config.model`): pre-LayerNorm or RMSNorm, learned or rotary positions,
-GELU or SwiGLU MLP, tied input/output embeddings, dropout, bf16 compute with fp32
+Options (all from `config.model`): pre-LayerNorm or RMSNorm (epsilon `norm_eps`: GPT-2's
+1e-5, or flax's 1e-6 that the configs measured before it existed keep), learned or rotary
+positions, GELU (tanh approximation, GPT-2's `gelu_new`) or SwiGLU MLP, tied input/output embeddings, dropout, bf16 compute with fp32
 parameters, and rematerialized blocks. Initialization follows GPT-2 / nanoGPT: N(0, 0.02)
 weights, residual output projections scaled by 1/sqrt(2 * num_layers).
 """
@@ -19,11 +20,16 @@ from gen.nn.attention import CausalSelfAttention, init_cache
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def _norm(kind: str, dtype, name: str):
+# The epsilon of a config (or a saved run's config.json) that has no `model.norm_eps`: flax's
+# default, what every model used before the key existed.
+OLD_NORM_EPS = 1e-6
+
+
+def _norm(kind: str, eps: float, dtype, name: str):
   if kind == "layernorm":
-    return nn.LayerNorm(dtype=dtype, name=name)
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name)
   if kind == "rmsnorm":
-    return nn.RMSNorm(dtype=dtype, name=name)
+    return nn.RMSNorm(epsilon=eps, dtype=dtype, name=name)
   raise ValueError(f"model.norm must be layernorm or rmsnorm, got '{kind}'")
 
 
@@ -38,7 +44,7 @@ class MLP(nn.Module):
   def __call__(self, x, deterministic: bool):
     width = x.shape[-1]
     init = nn.initializers.normal(0.02)
-    if self.kind == "gelu":
+    if self.kind == "gelu":  # The tanh approximation (GPT-2's gelu_new).
       h = nn.gelu(nn.Dense(4 * width, use_bias=self.use_bias, dtype=self.dtype,
                            kernel_init=init, name="fc")(x))
     elif self.kind == "swiglu":  # Hidden width 8/3 * width (LLaMA), rounded up to 64.
@@ -57,6 +63,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
   num_heads: int
   norm: str
+  norm_eps: float
   mlp: str
   use_rotary: bool
   use_bias: bool
@@ -68,11 +75,11 @@ class Block(nn.Module):
   def __call__(self, x, positions, cache, deterministic: bool):
     h, cache = CausalSelfAttention(
         self.num_heads, self.use_rotary, self.use_bias, self.dropout, self.dtype,
-        self.out_init, name="attn")(_norm(self.norm, self.dtype, "norm1")(x), positions, cache,
-                                     deterministic)
+        self.out_init, name="attn")(_norm(self.norm, self.norm_eps, self.dtype, "norm1")(x),
+                                     positions, cache, deterministic)
     x = x + h
     x = x + MLP(self.mlp, self.use_bias, self.dropout, self.dtype, self.out_init, name="mlp")(
-        _norm(self.norm, self.dtype, "norm2")(x), deterministic)
+        _norm(self.norm, self.norm_eps, self.dtype, "norm2")(x), deterministic)
     return x, cache
 
 
@@ -83,6 +90,7 @@ class GPT(nn.Module):
   num_heads: int = 4
   width: int = 128
   norm: str = "layernorm"  # layernorm | rmsnorm
+  norm_eps: float = 1e-5  # GPT-2's LayerNorm epsilon.
   mlp: str = "gelu"  # gelu | swiglu
   positions: str = "learned"  # learned | rotary
   tie_embeddings: bool = True
@@ -103,11 +111,12 @@ class GPT(nn.Module):
       self.pos_embed = nn.Embed(self.max_len, self.width, embedding_init=init, dtype=dtype)
     out_init = nn.initializers.normal(0.02 / math.sqrt(2 * self.num_layers))
     block = nn.remat(Block, static_argnums=(4,)) if self.remat else Block
-    self.blocks = [block(self.num_heads, self.norm, self.mlp, self.positions == "rotary",
-                         self.use_bias, self.dropout, dtype, out_init, name=f"block{i}")
+    self.blocks = [block(self.num_heads, self.norm, self.norm_eps, self.mlp,
+                         self.positions == "rotary", self.use_bias, self.dropout, dtype,
+                         out_init, name=f"block{i}")
                    for i in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
-    self.final_norm = _norm(self.norm, dtype, "final_norm")
+    self.final_norm = _norm(self.norm, self.norm_eps, dtype, "final_norm")
     if not self.tie_embeddings:
       self.head = nn.Dense(self.vocab_size, use_bias=False, kernel_init=init, dtype=dtype)
 
@@ -140,7 +149,8 @@ class GPT(nn.Module):
 def make_model(config, vocab_size: int, max_len: int) -> GPT:
   m = config.model
   return GPT(vocab_size=vocab_size, max_len=max_len, num_layers=m.num_layers,
-             num_heads=m.num_heads, width=m.width, norm=m.norm, mlp=m.mlp,
+             num_heads=m.num_heads, width=m.width, norm=m.norm,
+             norm_eps=float(m.get("norm_eps", OLD_NORM_EPS)), mlp=m.mlp,
              positions=m.positions, tie_embeddings=m.tie_embeddings, use_bias=m.use_bias,
              dropout=m.dropout, dtype=m.dtype, remat=m.remat)
 
