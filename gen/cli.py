@@ -6,6 +6,7 @@
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
   gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
            [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
+  gen import --from=FOLDER --workdir=DIR [--config.a.b=VALUE ...]
 
 Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know go to the
 family: its sampler's keyword arguments (e.g. `--sampler=heun --steps=18` for a diffusion
@@ -14,7 +15,9 @@ family reads itself (a language model's `--prompt=TEXT` / `--prompt_file=FILE`, 
 diffusion model's `--classifier=WORKDIR`); so are they in `gen eval --metric=fd|fid`.
 `--num` defaults to 64 images, or what the family chooses (a language model: 4 samples, or
 1 per prompt). Samples are written as an image grid, or as the family's own files (text;
-MIDI, WAV and a piano roll for music).
+MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint
+folder into a new workdir (the family whose importer reads it does the work; see
+`gen.core.interop`): it is written whole or not at all.
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """
@@ -255,7 +258,23 @@ def _eval_samples(values, overrides, extra):
   return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+def cmd_import(argv):
+  values, overrides, _ = _parse(argv, {"from": "", "workdir": ""}, allow_config=True)
+  _require(values, "from", "workdir")
+  _setup_jax()
+  from gen.core import interop
+
+  try:
+    importer = interop.find(values["from"])
+    summary = interop.write_new_workdir(
+        values["workdir"], lambda tmp: importer.write(values["from"], tmp, overrides))
+  except interop.InputError as e:
+    raise UsageError(str(e)) from None
+  print(f"{summary}\nwrote {values['workdir']}", file=sys.stderr)
+  return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "import": cmd_import}
 
 
 def main(argv=None) -> int:

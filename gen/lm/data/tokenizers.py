@@ -7,6 +7,7 @@
   package (no downloads); the model file is stored in the workdir.
   The model travels inside `to_json()`, base64-encoded.
 - `chorale` (in `gen.lm.data.music`): note-by-note four-part music.
+- `byte_bpe` (in `gen.lm.data.bpe`): GPT-2's byte-level BPE from a vocab.json / merges.txt pair.
 
 Every tokenizer has `encode(str) -> list[int]`, `decode(ids) -> str`, `vocab_size`,
 `start_ids` (what an empty prompt starts from; empty when there is no such token),
