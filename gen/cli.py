@@ -127,6 +127,12 @@ def cmd_sample(argv):
       argv, {"workdir": "", "num": 0, "out": "", "seed": 0, "step": -1, "ncol": 0},
       allow_extra=True)
   _require(values, "workdir")
+  given = {a[2:].partition("=")[0] for a in argv}
+  if "num" in given and values["num"] < 1:  # (Absent: the family's default number.)
+    raise UsageError(f"--num must be a positive integer, got {values['num']}")
+  if values["ncol"] < 0:
+    raise UsageError(f"--ncol must be >= 0 (0: a square grid), got {values['ncol']}")
+  _check_out_folder(values["out"])
   _setup_jax()
   import jax
 
@@ -140,7 +146,9 @@ def cmd_sample(argv):
   if pipeline.sample_options is not None:  # The family's flags (prompts, a classifier...).
     try:
       num, kwargs = pipeline.sample_options(values["num"], kwargs)
-    except (ValueError, OSError) as e:
+    except OSError as e:  # A --prompt_file that is not there.
+      raise UsageError(f"{e.filename}: {e.strerror}" if e.filename else str(e)) from None
+    except ValueError as e:
       raise UsageError(str(e)) from None
   _check_sampler_args(pipeline, kwargs, config.family)
   t0 = time.time()
@@ -161,6 +169,13 @@ def cmd_sample(argv):
   print(f"wrote {num} samples from step {step} to {', '.join(paths[:4])}"
         f"{' ...' if len(paths) > 4 else ''} ({seconds:.1f}s)", file=sys.stderr)
   return 0
+
+
+def _check_out_folder(out: str) -> None:
+  """Before anything is computed: `--out` must be in a folder that exists."""
+  folder = os.path.dirname(os.path.abspath(out)) if out else ""
+  if folder and not os.path.isdir(folder):
+    raise UsageError(f"--out={out}: the folder {folder} does not exist")
 
 
 def postprocess_for(spec, x):
@@ -195,6 +210,10 @@ def cmd_eval(argv):
     known = ", ".join(f"--{f}" for f in EVAL_FLAGS)
     raise UsageError(f"unknown flag '--{next(iter(extra))}' (known: {known})")
   _require(values, "workdir")
+  for name in ("num_batches", "batch_size"):
+    if values[name] < 0:
+      raise UsageError(f"--{name} must be >= 0 (0: the whole split, the config's size), "
+                       f"got {values[name]}")
   _setup_jax()
   import jax
 

@@ -13,6 +13,7 @@ import ast
 import difflib
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -124,7 +125,20 @@ def load_file(spec: str) -> ConfigDict:
   if ":" in spec and not os.path.isfile(spec) and not _module_file(spec):
     path, arg = spec.split(":", 1)
   module = _load_module(path)
-  config = module.get_config(arg) if arg is not None else module.get_config()
+  try:
+    takes = len(inspect.signature(module.get_config).parameters)
+  except (TypeError, ValueError):  # (Not introspectable: let the call decide.)
+    takes = None
+  if arg is not None and takes == 0:
+    raise ConfigError(f"get_config() in {path} takes no argument: drop ':{arg}' from --config")
+  try:
+    config = module.get_config(arg) if arg is not None else module.get_config()
+  except ConfigError:
+    raise
+  except Exception as e:  # The config's own error, in one line.
+    first = (str(e).strip().splitlines() or [""])[0]
+    raise ConfigError(f"get_config({'' if arg is None else repr(arg)}) in {path} raised "
+                      f"{type(e).__name__}{': ' + first if first else ''}") from e
   if not isinstance(config, ConfigDict):
     raise ConfigError(f"get_config() in {path} must return an ml_collections.ConfigDict")
   return config

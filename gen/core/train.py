@@ -46,17 +46,32 @@ def family_of(config):
   return importlib.import_module(f"gen.{config.family}")
 
 
+@contextlib.contextmanager
+def _config_errors():
+  """A ValueError while building from a config (`model.arch must be ...`) is a ConfigError:
+  a usage error, exit code 2. Data errors (DataError) are not ValueErrors: they stay what
+  they are."""
+  try:
+    yield
+  except config_lib.ConfigError:
+    raise
+  except ValueError as e:
+    raise config_lib.ConfigError(str(e)) from e
+
+
 def build(config, spec: DataSpec) -> Pipeline:
   """Imports `gen.<config.family>` and calls its `make(config, spec)`."""
-  return family_of(config).make(config, spec)
+  with _config_errors():
+    return family_of(config).make(config, spec)
 
 
 def open_data(config, *, reuse=(), process_index: int | None = None,
               process_count: int | None = None) -> Data:
   """The data of `config`: its family's `make_data`, else the core's labelled images."""
   make_data = getattr(family_of(config), "make_data", ImageData)
-  return make_data(config, process_index=process_index, process_count=process_count,
-                   reuse=reuse)
+  with _config_errors():
+    return make_data(config, process_index=process_index, process_count=process_count,
+                     reuse=reuse)
 
 
 def _keys(seed: int):

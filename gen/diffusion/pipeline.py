@@ -171,7 +171,7 @@ def _concrete(v) -> bool:
 def _sampler(sampler, steps, **options):
   """The sampler function and the options it takes; errors for bad steps and options."""
   fn = samplers_lib.get(sampler)
-  if _concrete(steps) and int(steps) < 1:
+  if _concrete(steps) and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
     raise ValueError(f"--steps must be a positive integer, got {steps}")
   opts = {}
   for name, value in options.items():

@@ -100,11 +100,40 @@ def sample(model: GPT, sc, end_id: int, start_ids, params, rng, num, prompt=None
   if prompt.shape[0] != num:
     raise ValueError(f"{prompt.shape[0]} prompts for num={num} samples")
   pick = lambda v, default: default if v is None else v  # noqa: E731
-  return decode(model, params, rng, prompt, prompt_lens,
-                int(pick(max_new_tokens, sc.max_new_tokens)),
-                temperature=pick(temperature, sc.temperature), top_k=pick(top_k, sc.top_k),
-                top_p=pick(top_p, sc.top_p), end_id=end_id,
-                stride=int(pick(stride, sc.stride)))
+  max_new_tokens, stride = pick(max_new_tokens, sc.max_new_tokens), pick(stride, sc.stride)
+  temperature, top_k, top_p = (pick(temperature, sc.temperature), pick(top_k, sc.top_k),
+                               pick(top_p, sc.top_p))
+  check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                 top_p=top_p, stride=stride)
+  return decode(model, params, rng, prompt, prompt_lens, max_new_tokens,
+                temperature=temperature, top_k=top_k, top_p=top_p, end_id=end_id, stride=stride)
+
+
+# Each sampling value: (must be an integer, its lowest value, its highest, what it means).
+SAMPLING_RANGES = {
+    "max_new_tokens": (True, 1, None, "tokens to add"),
+    "stride": (True, 0, None, "0: the default"),
+    "temperature": (False, 0.0, None, "0 is greedy"),
+    "top_k": (True, 0, None, "0 keeps every token"),
+    "top_p": (False, 0.0, 1.0, "1 keeps every token"),
+}
+
+
+def check_sampling(**values) -> None:
+  """A ValueError for a sampling value of the wrong type or out of range (`--top_k=-1`,
+  `--max_new_tokens=2.5`); traced values (arrays) are the caller's to check."""
+  for name, value in values.items():
+    integer, low, high, meaning = SAMPLING_RANGES[name]
+    if isinstance(value, jax.Array) or hasattr(value, "shape"):
+      continue
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+      raise ValueError(f"--{name} must be {kind}, got {value!r}")
+    if value < low or (high is not None and value > high) or (name == "top_p" and value == 0):
+      where = (f"in (0, {high}]" if name == "top_p" else
+               f">= {low}" if high is None else f"in [{low}, {high}]")
+      raise ValueError(f"--{name} must be {where} ({meaning}), got {value}")
 
 
 # -------------------------------------------------------------------- inputs, outputs

@@ -37,6 +37,8 @@ def make_model(config, spec: DataSpec) -> VAE:
   if m.likelihood not in PARAMS_PER_PIXEL:
     raise ConfigError(f"model.likelihood must be one of {sorted(PARAMS_PER_PIXEL)}, "
                       f"got '{m.likelihood}'")
+  if m.arch not in ("conv", "mlp"):  # (The module checks too, but only once it is applied.)
+    raise ConfigError(f"model.arch must be 'conv' or 'mlp', got '{m.arch}'")
   if spec.preprocess not in LIKELIHOOD_DATA[m.likelihood]:
     raise ConfigError(f"model.likelihood='{m.likelihood}' needs data.preprocess in "
                       f"{LIKELIHOOD_DATA[m.likelihood]}, got '{spec.preprocess}'")

@@ -1,0 +1,154 @@
+"""Bad usage is one line on stderr and exit code 2, before anything is computed or written:
+config files that fail, config values a family refuses, sampler and eval arguments."""
+
+import os
+
+import pytest
+from conftest import TINY_DIFFUSION, TINY_VAE, config_path, tiny_lm
+
+from gen import cli
+from gen.core import config as config_lib
+from gen.core import train as train_lib
+
+
+def _one_line_usage_error(rc, capsys, command, *expected):
+  err = capsys.readouterr().err
+  assert rc == 2, err
+  assert err.count("\n") == 1 and err.startswith(f"gen {command}: error: "), err
+  for text in expected:
+    assert text in err, err
+  return err
+
+
+def _vae_train(tmp_path, config, *overrides):
+  workdir = tmp_path / "run"
+  flags = [f"--config.{k}={v}" for k, v in TINY_VAE.items()] if "digits" in config else []
+  rc = cli.main(["train", f"--config={config}", f"--workdir={workdir}", *flags, *overrides])
+  return rc, workdir
+
+
+@pytest.mark.parametrize("body, spec_suffix, expected", [
+    ("def get_config():\n  return 1 / 0\n", "",
+     "get_config() in {path} raised ZeroDivisionError: division by zero"),
+    ("def get_config():\n  return None\n", ":wide",
+     "get_config() in {path} takes no argument: drop ':wide' from --config"),
+    ("def get_config(arg):\n  raise KeyError(arg)\n", ":wide",
+     "get_config('wide') in {path} raised KeyError: 'wide'"),
+    ("import no_such_module_here\n", "", "error while importing config file {path}"),
+])
+def test_a_config_file_that_fails_is_a_usage_error(tmp_path, capsys, body, spec_suffix, expected):
+  path = tmp_path / "cfg.py"
+  path.write_text(body)
+  rc, workdir = _vae_train(tmp_path, f"{path}{spec_suffix}")
+  _one_line_usage_error(rc, capsys, "train", expected.format(path=path))
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("model.arch=bogus", "model.arch must be 'conv' or 'mlp', got 'bogus'"),
+    ("optim.name=bogus", "optim.name must be adam, adamw or sgd"),
+    ("optim.schedule=bogus", "optim.schedule must be"),
+    ("data.preprocess=bogus", "data.preprocess must be one of"),
+])
+def test_a_value_the_family_refuses_is_a_usage_error(tmp_path, capsys, override, expected):
+  rc, workdir = _vae_train(tmp_path, config_path("vae", "digits.py"), f"--config.{override}")
+  err = _one_line_usage_error(rc, capsys, "train", expected)
+  assert "ValueError" not in err and not workdir.exists()
+
+
+def test_a_config_error_is_a_config_error_in_python_too():
+  config = config_lib.load_file(config_path("vae", "digits.py"))
+  config_lib.apply_overrides(config, {"model.arch": "bogus"})
+  with pytest.raises(config_lib.ConfigError, match="model.arch"):
+    train_lib.build(config, train_lib.open_data(config).spec)
+
+
+@pytest.fixture(scope="module")
+def diffusion_run(tmp_path_factory):
+  # The settings of test_diffusion.py's CLI run: compiled programs come from the cache.
+  config = config_lib.load_file(config_path("diffusion", "digits.py"))
+  config_lib.apply_overrides(config, {**TINY_DIFFUSION, "train.num_steps": 2,
+                                      "train.checkpoint_every": 0})
+  workdir = str(tmp_path_factory.mktemp("usage") / "diffusion")
+  train_lib.train(config, workdir, handle_signals=False)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("usage")
+  text = base / "play.txt"
+  text.write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 40)
+  config = tiny_lm(**{"data.name": f"text:{text}", "train.num_steps": 2,
+                      "train.checkpoint_every": 0})
+  workdir = str(base / "lm")
+  train_lib.train(config, workdir, handle_signals=False)
+  return workdir
+
+
+def _samples_written(workdir):
+  return sorted(f for f in os.listdir(workdir) if f.startswith("samples_step"))
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--num=-2", "--num must be a positive integer, got -2"),
+    ("--num=0", "--num must be a positive integer, got 0"),  # Not silently 64.
+    ("--ncol=-1", "--ncol must be >= 0"),
+    ("--steps=2.5", "--steps must be a positive integer, got 2.5"),
+    ("--steps=0", "--steps must be a positive integer, got 0"),
+    ("--steps=-3", "--steps must be a positive integer, got -3"),
+    ("--sampler=bogus", "unknown sampler 'bogus'"),
+    ("--guidance=3", "need a class-conditional model"),
+    ("--eta=0.5", "--eta applies to the ddim sampler(s)"),  # (digits samples with heun.)
+    ("--out={missing}/grid.png", "the folder {missing} does not exist"),
+    ("--top_k=3", "takes no argument(s) --top_k"),
+])
+def test_bad_sample_arguments_of_an_image_model(diffusion_run, tmp_path, capsys, flag,
+                                                 expected):
+  missing = str(tmp_path / "missing")
+  rc = cli.main(["sample", f"--workdir={diffusion_run}", flag.format(missing=missing)])
+  _one_line_usage_error(rc, capsys, "sample", expected.format(missing=missing))
+  assert _samples_written(diffusion_run) == [] and not os.path.exists(missing)
+
+
+@pytest.mark.parametrize("flag, expected", [
+    ("--num=0", "--num must be a positive integer, got 0"),
+    ("--num=-1", "--num must be a positive integer, got -1"),
+    ("--max_new_tokens=-5", "--max_new_tokens must be >= 1"),
+    ("--max_new_tokens=0", "--max_new_tokens must be >= 1"),
+    ("--max_new_tokens=2.5", "--max_new_tokens must be an integer, got 2.5"),
+    ("--temperature=-1", "--temperature must be >= 0.0 (0 is greedy), got -1"),
+    ("--temperature=hot", "--temperature must be a number, got 'hot'"),
+    ("--top_k=-1", "--top_k must be >= 0"),
+    ("--top_k=1.5", "--top_k must be an integer"),
+    ("--top_p=0", "--top_p must be in (0, 1.0]"),
+    ("--top_p=2", "--top_p must be in (0, 1.0]"),
+    ("--prompt_file={missing}/prompts.txt", "{missing}/prompts.txt: No such file or directory"),
+    ("--out={missing}/s.txt", "the folder {missing} does not exist"),
+])
+def test_bad_sample_arguments_of_a_language_model(lm_run, tmp_path, capsys, flag, expected):
+  missing = str(tmp_path / "missing")
+  rc = cli.main(["sample", f"--workdir={lm_run}", flag.format(missing=missing)])
+  _one_line_usage_error(rc, capsys, "sample", expected.format(missing=missing))
+  assert _samples_written(lm_run) == [] and not os.path.exists(missing)
+
+
+def test_good_sample_arguments_still_sample(lm_run, tmp_path, capsys):
+  out = tmp_path / "s.txt"
+  assert cli.main(["sample", f"--workdir={lm_run}", "--num=2", "--max_new_tokens=3",
+                   "--temperature=0", "--top_k=0", "--top_p=1", f"--out={out}"]) == 0
+  assert out.read_text().count("---------- sample ") == 2
+
+
+@pytest.mark.parametrize("flag", ["--num_batches=-1", "--batch_size=-8"])
+def test_bad_eval_arguments(diffusion_run, capsys, flag):
+  rc = cli.main(["eval", f"--workdir={diffusion_run}", flag])
+  _one_line_usage_error(rc, capsys, "eval", f"--{flag[2:].split('=')[0]} must be >= 0")
+  assert not os.path.exists(os.path.join(diffusion_run, "eval.json"))
+
+
+def test_not_a_workdir(tmp_path, capsys):
+  (tmp_path / "folder").mkdir()
+  for command in ("sample", "eval"):
+    rc = cli.main([command, f"--workdir={tmp_path / 'folder'}"])
+    _one_line_usage_error(rc, capsys, command, "is this a gen workdir?")
