@@ -119,3 +119,21 @@ def test_a_fitting_restart_only_warns(tmp_path, capsys):
   assert cli.main(["train", f"--config={VAE}", f"--workdir={workdir}", *_flags(),
                    "--config.optim.lr=0.01"]) == 0
   assert "config differs" in capsys.readouterr().err
+
+
+def test_a_run_saved_before_a_key_existed_resumes_with_its_old_value(tmp_path):
+  """The LM's `model.norm_eps` came later: a saved config.json without it had 1e-6."""
+  import pytest
+
+  from gen.core import config as config_lib
+  from gen.core import train as train_lib
+
+  config = config_lib.load_file(config_path("lm", "shakespeare_char_cpu.py"))
+  saved = json.loads(config_lib.to_json(config))
+  del saved["model"]["norm_eps"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert config.model.norm_eps == 1e-6
+  train_lib.check_restart(config, str(tmp_path), spec=None)  # The same model: no error.
+  config.model.norm_eps = 1e-5
+  with pytest.raises(config_lib.ConfigError, match=r"model.norm_eps: 1e-06 -> 1e-05"):
+    train_lib.check_restart(config, str(tmp_path), spec=None)

@@ -334,6 +334,14 @@ def check_restart(config, workdir: str, spec: DataSpec) -> None:
     return
   with open(path) as f:
     before = json.load(f)
+  # Keys a family added later (its `KEYS_ADDED`: key -> the value runs saved before had).
+  for key, old in getattr(family_of(config), "KEYS_ADDED", {}).items():
+    node = before
+    *parents, last = key.split(".")
+    for part in parents:
+      node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and last not in node:
+      node[last] = old
   after = json.loads(config_lib.to_json(config))
   keys = set(config_lib.flat_keys(config_lib.ConfigDict(before))) | set(config_lib.flat_keys(config))
   diff = sorted(k for k in keys if k.split(".")[0] in SHAPE_KEYS and _get(before, k) != _get(after, k))
