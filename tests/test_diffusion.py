@@ -412,3 +412,115 @@ def test_cli_sample(tmp_path, capsys):
                    f"--out={out}"]) == 2  # Bad usage: guidance on an unconditional model.
   assert "class-conditional" in capsys.readouterr().err
   assert glob.glob(os.path.join(workdir, "samples.png"))
+
+
+# ------------------------------------------------------------------- bf16 compute
+
+# Small enough to compile in seconds, large enough to hold every layer kind: two UNet
+# levels (down and up convolutions, GroupNorm, attention in the middle), two DiT blocks.
+BF16_NET = {"model.unet.channels": 16, "model.unet.channel_mult": (1, 2),
+            "model.unet.attn_resolutions": (), "model.dit.dim": 32, "model.dit.depth": 2,
+            "diffusion.sampler": "ddim", "diffusion.sample_steps": 8}
+# Relative L2 difference between 16 DDIM samples (8 steps) of float32 and bfloat16 compute
+# from the same perturbed weights. Measured over three perturbations: UNet 0.0069-0.0086,
+# DiT 0.0038-0.0045; with the time embedding fed bfloat16 times (a broken cast: 1000 t
+# rounded to 8 bits before the sines), UNet 0.027-0.031, DiT 0.015-0.023.
+BF16_TOL = {"unet": 0.015, "dit": 0.009}
+
+
+def perturbed(params, scale=0.1, seed=7):
+  """`params` plus N(0, scale^2) noise: the zero-initialized output layers of a fresh
+  network would make every sample the same whatever the compute dtype."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape)
+                                   for p, k in zip(leaves, keys)])
+
+
+def rel_diff(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("arch", ["unet", "dit"])
+def test_bf16_samples_agree_with_float32(arch, monkeypatch):
+  from gen.diffusion import models
+
+  pipes = {dt: make(tiny(**BF16_NET, **{"model.arch": arch, "model.dtype": dt}), DIGITS)
+           for dt in ("float32", "bfloat16")}
+  state = jax.jit(pipes["float32"].init)(key(0), batch_of())
+  # bf16 compute, float32 parameters: the same tree of float32 leaves.
+  abstract = jax.eval_shape(pipes["bfloat16"].init, key(0), batch_of()).params
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), abstract) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), state.params)
+  params = perturbed(state.params)
+
+  def draw(dtype):
+    return np.asarray(jax.jit(lambda p: pipes[dtype].sample(p, key(3), 16))(params))
+
+  x32, x16 = draw("float32"), draw("bfloat16")
+  assert x16.dtype == np.float32 and x16.shape == (16, 8, 8, 1)
+  diff = rel_diff(x16, x32)
+  assert 1e-5 < diff < BF16_TOL[arch], diff  # bf16 really ran, and agrees.
+  # The tolerance catches a broken cast: the same model with bf16 times in its embedding.
+  real = models.sinusoidal
+  monkeypatch.setattr(models, "sinusoidal", lambda t, dim: real(
+      jnp.asarray(t).astype(jnp.bfloat16).astype(jnp.float32), dim))
+  assert rel_diff(draw("bfloat16"), x32) > BF16_TOL[arch]
+
+
+@pytest.mark.parametrize("arch,op", [("unet", "convolution"), ("dit", "dot_general")])
+def test_bf16_train_step_keeps_float32_state(arch, op):
+  configs = {dt: tiny(**BF16_NET, **{"model.arch": arch, "model.dtype": dt,
+                                     "model.dropout": 0.1})
+             for dt in ("float32", "bfloat16")}
+  pipes = {dt: make(c, DIGITS) for dt, c in configs.items()}
+  state = jax.jit(pipes["float32"].init)(key(0), batch_of())
+  state = state.replace(params=perturbed(state.params))
+  steps = {dt: jax.jit(p.train_step) for dt, p in pipes.items()}
+  hlo = steps["bfloat16"].lower(state, batch_of(), key(1)).as_text()
+  assert any(op in line and "bf16" in line for line in hlo.splitlines())
+  out = {dt: step(state, batch_of(), key(1)) for dt, step in steps.items()}
+  new, metrics = out["bfloat16"]
+  for tree in (new.params, new.ema_params, new.opt_state):
+    assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(tree))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new.params))
+  assert metrics["loss"].dtype == jnp.float32 and np.isfinite(metrics["loss"])
+  # The same loss and gradient norm to bf16 precision (measured: 0.06% and 0.2% apart).
+  m32 = out["float32"][1]
+  for name in ("loss", "grad_norm"):
+    assert abs(float(metrics[name]) - float(m32[name])) < 0.01 * float(m32[name]), name
+
+
+def test_norms_take_float32_statistics_of_bf16_inputs():
+  import flax.linen as nn
+
+  from gen.nn.norm import group_norm
+
+  # A mean of 8 against a spread of 1: E[x^2] - E[x]^2 in bf16 loses the variance.
+  x = (8.0 + jax.random.normal(jax.random.key(0), (2, 16, 16, 32))).astype(jnp.bfloat16)
+  ones, zeros = jnp.ones(32), jnp.zeros(32)
+  ref = np.asarray(group_norm(x.astype(jnp.float32), 8, ones, zeros))
+  out = group_norm(x, 8, ones, zeros)
+  assert out.dtype == jnp.bfloat16
+  # Outputs up to about 4 in size: bf16's rounding of them is below 0.016.
+  np.testing.assert_allclose(np.asarray(out, np.float32), ref, atol=0.02)
+  v = x.reshape(2, 256, 8, 4)  # Statistics taken in bf16 are off by more than 1.
+  mean = v.mean((1, 3), keepdims=True, dtype=jnp.bfloat16)
+  var = (v * v).mean((1, 3), keepdims=True, dtype=jnp.bfloat16) - mean * mean
+  naive = ((v - mean) * jax.lax.rsqrt(jnp.maximum(var, 0) + 1e-6)).reshape(x.shape)
+  assert np.abs(np.asarray(naive, np.float32) - ref).max() > 0.5
+  # The DiT's LayerNorm: flax takes its statistics in float32 too.
+  tokens = x.reshape(2, 256, 32)
+  ln = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6, dtype=jnp.bfloat16)
+  ln_ref = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6).apply(
+      {}, tokens.astype(jnp.float32))
+  got = ln.apply({}, tokens)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ln_ref), atol=0.02)
+
+
+def test_bf16_config_errors():
+  with pytest.raises(ConfigError, match="model.dtype must be one of float32, bfloat16, got "
+                                        "'float16'"):
+    make(tiny(**{"model.dtype": "float16"}), DIGITS)

@@ -40,6 +40,7 @@ def get_config():
   c.model.kind = "classifier"  # denoiser | classifier: p_t(y | x_t) for guidance.
   c.model.arch = "unet"  # unet (its way down) | dit (its blocks)
   c.model.dropout = 0.1
+  c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
   c.model.unet = ConfigDict()
   c.model.unet.channels = 32
   c.model.unet.channel_mult = (1, 2)  # 8x8 -> 4x4.

@@ -38,6 +38,7 @@ def get_config():
   c.model.conditional = False  # Class embedding (+ label dropout for guidance).
   c.model.label_dropout = 0.0  # P(null label) in training; > 0 enables guidance.
   c.model.dropout = 0.0
+  c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
   c.model.unet = ConfigDict()
   c.model.unet.channels = 16
   c.model.unet.channel_mult = (1, 2, 4)  # 28 -> 14 -> 7.

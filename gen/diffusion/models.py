@@ -6,6 +6,12 @@ noise-conditional classifiers on their encoders (the UNet's way down, the DiT's 
 embedded sinusoidally at 1000 * cond. `labels` [B] are class ids in [0, num_classes], the
 last id meaning "no class" (the null label of classifier-free guidance); unconditional
 networks (num_classes = 0) ignore them. A denoiser's output has the input's shape.
+
+`dtype` is the compute dtype (float32 or bfloat16): convolutions, dense layers and attention
+run in it, parameters stay float32 (Flax's `param_dtype`), GroupNorm and LayerNorm take
+their statistics in float32, the time embedding's sines are computed in float32 before the
+first dense layer, and every network returns float32, so losses and sampler states are
+float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from gen.nn.embeddings import sincos_2d, sinusoidal
 from gen.nn.norm import GroupNorm
 
 TIME_SCALE = 1000.0
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # model.dtype: compute dtype.
 
 
 def num_groups(channels: int, most: int) -> int:
@@ -34,13 +41,14 @@ class Conditioning(nn.Module):
   dim: int
   num_classes: int
   freq_dim: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, cond, labels):
-    e = sinusoidal(TIME_SCALE * cond, self.freq_dim)
-    e = nn.Dense(self.dim)(nn.silu(nn.Dense(self.dim)(e)))
+    e = sinusoidal(TIME_SCALE * jnp.asarray(cond, jnp.float32), self.freq_dim)  # float32
+    e = nn.Dense(self.dim, dtype=self.dtype)(nn.silu(nn.Dense(self.dim, dtype=self.dtype)(e)))
     if self.num_classes:  # One more row: the null label.
-      e = e + nn.Embed(self.num_classes + 1, self.dim)(labels)
+      e = e + nn.Embed(self.num_classes + 1, self.dim, dtype=self.dtype)(labels)
     return e
 
 
@@ -50,18 +58,20 @@ class ResBlock(nn.Module):
   features: int
   groups: int
   dropout: float
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, emb, train: bool):
+    dt = self.dtype
     h = nn.silu(GroupNorm(num_groups(x.shape[-1], self.groups))(x))
-    h = nn.Conv(self.features, (3, 3))(h)
-    scale, shift = jnp.split(nn.Dense(2 * self.features)(nn.silu(emb)), 2, axis=-1)
+    h = nn.Conv(self.features, (3, 3), dtype=dt)(h)
+    scale, shift = jnp.split(nn.Dense(2 * self.features, dtype=dt)(nn.silu(emb)), 2, axis=-1)
     h = GroupNorm(num_groups(self.features, self.groups))(h)
     h = h * (1.0 + scale[:, None, None]) + shift[:, None, None]
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros)(h)
+    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros, dtype=dt)(h)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1))(x)
+      x = nn.Conv(self.features, (1, 1), dtype=dt)(x)
     return x + h
 
 
@@ -70,15 +80,17 @@ class SelfAttention(nn.Module):
 
   heads: int
   groups: int
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     b, h, w, c = x.shape
     heads = math.gcd(self.heads, c)
     y = GroupNorm(num_groups(c, self.groups))(x).reshape(b, h * w, c)
-    qkv = nn.DenseGeneral((3, heads, c // heads))(y)  # [B, L, 3, heads, head_dim]
+    qkv = nn.DenseGeneral((3, heads, c // heads), dtype=self.dtype)(y)  # [B, L, 3, heads, hd]
     out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
-    out = nn.DenseGeneral(c, axis=(-2, -1), kernel_init=nn.initializers.zeros)(out)
+    out = nn.DenseGeneral(c, axis=(-2, -1), kernel_init=nn.initializers.zeros,
+                          dtype=self.dtype)(out)
     return x + out.reshape(b, h, w, c)
 
 
@@ -100,17 +112,18 @@ class UNet(nn.Module):
   dropout: float = 0.0
   groups: int = 32
   num_classes: int = 0
+  dtype: jnp.dtype = jnp.float32  # Compute dtype; parameters and the output are float32.
 
   def res(self, features: int):
-    return ResBlock(features, self.groups, self.dropout)
+    return ResBlock(features, self.groups, self.dropout, self.dtype)
 
   def attn(self):
-    return SelfAttention(self.heads, self.groups)
+    return SelfAttention(self.heads, self.groups, self.dtype)
 
   def encode(self, x, emb, train: bool):
     """The way down and the middle: (features at the lowest resolution, skips)."""
     res, attn = self.res, self.attn
-    h = nn.Conv(self.channels, (3, 3))(x)
+    h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(x)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
       for _ in range(self.num_res_blocks):
@@ -119,7 +132,7 @@ class UNet(nn.Module):
           h = attn()(h)
         skips.append(h)
       if level < len(self.channel_mult) - 1:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2))(h)
+        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), dtype=self.dtype)(h)
         skips.append(h)
     h = res(h.shape[-1])(h, emb, train)
     h = attn()(h)
@@ -127,7 +140,8 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, cond, labels, train: bool = False):
-    emb = Conditioning(4 * self.channels, self.num_classes, self.channels)(cond, labels)
+    emb = Conditioning(4 * self.channels, self.num_classes, self.channels, self.dtype)(
+        cond, labels)
     res, attn = self.res, self.attn
     h, skips = self.encode(x, emb, train)
     for level, mult in reversed(list(enumerate(self.channel_mult))):
@@ -138,7 +152,9 @@ class UNet(nn.Module):
       if level > 0:
         h = UpsampleConv(h.shape[-1])(h)  # nearest 2x, then a 3x3 conv
     h = nn.silu(GroupNorm(num_groups(h.shape[-1], self.groups))(h))
-    return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
+    out = nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros,
+                  dtype=self.dtype)(h)
+    return out.astype(jnp.float32)
 
 
 class UNetClassifier(UNet):
@@ -151,10 +167,11 @@ class UNetClassifier(UNet):
 
   @nn.compact
   def __call__(self, x, cond, train: bool = False):
-    emb = Conditioning(4 * self.channels, 0, self.channels)(cond, None)
+    emb = Conditioning(4 * self.channels, 0, self.channels, self.dtype)(cond, None)
     h, _ = self.encode(x, emb, train)
     h = nn.silu(GroupNorm(num_groups(h.shape[-1], self.groups))(h))
-    return nn.Dense(self.out_channels, kernel_init=nn.initializers.zeros)(h.mean(axis=(1, 2)))
+    pooled = h.astype(jnp.float32).mean(axis=(1, 2))
+    return nn.Dense(self.out_channels, kernel_init=nn.initializers.zeros)(pooled)
 
 
 class DiTBlock(nn.Module):
@@ -168,20 +185,23 @@ class DiTBlock(nn.Module):
   heads: int
   mlp_ratio: float
   dropout: float
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, c, train: bool):
-    mod = nn.Dense(6 * self.dim, kernel_init=nn.initializers.zeros)(nn.silu(c))[:, None]
-    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod, 6, axis=-1)
-    norm = lambda: nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6)  # noqa: E731
+    dt = self.dtype
+    mod = nn.Dense(6 * self.dim, kernel_init=nn.initializers.zeros, dtype=dt)(nn.silu(c))
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod[:, None], 6, axis=-1)
+    norm = lambda: nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6,  # noqa: E731
+                                dtype=dt)
     y = norm()(x) * (1 + scale1) + shift1
-    qkv = nn.DenseGeneral((3, self.heads, self.dim // self.heads))(y)
+    qkv = nn.DenseGeneral((3, self.heads, self.dim // self.heads), dtype=dt)(y)
     y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
-    x = x + gate1 * nn.DenseGeneral(self.dim, axis=(-2, -1))(y)
+    x = x + gate1 * nn.DenseGeneral(self.dim, axis=(-2, -1), dtype=dt)(y)
     y = norm()(x) * (1 + scale2) + shift2
-    y = nn.gelu(nn.Dense(int(self.dim * self.mlp_ratio))(y), approximate=True)
+    y = nn.gelu(nn.Dense(int(self.dim * self.mlp_ratio), dtype=dt)(y), approximate=True)
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
-    return x + gate2 * nn.Dense(self.dim)(y)
+    return x + gate2 * nn.Dense(self.dim, dtype=dt)(y)
 
 
 class DiT(nn.Module):
@@ -200,34 +220,39 @@ class DiT(nn.Module):
   dropout: float = 0.0
   num_classes: int = 0
   positions: str = "sincos"
+  dtype: jnp.dtype = jnp.float32  # Compute dtype; parameters and the output are float32.
 
   def tokens(self, x, c, train: bool):
     """Patchify, add positions, run the blocks: [B, patches, dim]."""
     b, h, w, _ = x.shape
     p = self.patch
-    tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID")(x)
+    tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype)(x)
     tokens = tokens.reshape(b, (h // p) * (w // p), self.dim)
     if self.positions == "learned":
-      tokens = tokens + self.param("pos", nn.initializers.normal(0.02), tokens.shape[1:])
+      pos = self.param("pos", nn.initializers.normal(0.02), tokens.shape[1:], jnp.float32)
+      tokens = tokens + pos.astype(tokens.dtype)
     elif self.positions == "sincos":
       tokens = tokens + sincos_2d(h // p, w // p, self.dim).astype(tokens.dtype)
     else:
       raise ValueError(f"DiT positions must be 'sincos' or 'learned', got '{self.positions}'")
     for _ in range(self.depth):
-      tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout)(tokens, c, train)
+      tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout, self.dtype)(
+          tokens, c, train)
     return tokens
 
   @nn.compact
   def __call__(self, x, cond, labels, train: bool = False):
     b, h, w, _ = x.shape
     p = self.patch
-    c = Conditioning(self.dim, self.num_classes, 256)(cond, labels)
+    dt = self.dtype
+    c = Conditioning(self.dim, self.num_classes, 256, dt)(cond, labels)
     tokens = self.tokens(x, c, train)
-    shift, scale = jnp.split(
-        nn.Dense(2 * self.dim, kernel_init=nn.initializers.zeros)(nn.silu(c))[:, None], 2, -1)
-    tokens = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6)(tokens)
+    shift, scale = jnp.split(nn.Dense(2 * self.dim, kernel_init=nn.initializers.zeros,
+                                      dtype=dt)(nn.silu(c))[:, None], 2, -1)
+    tokens = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6, dtype=dt)(tokens)
     tokens = tokens * (1 + scale) + shift
-    out = nn.Dense(p * p * self.out_channels, kernel_init=nn.initializers.zeros)(tokens)
+    out = nn.Dense(p * p * self.out_channels, kernel_init=nn.initializers.zeros,
+                   dtype=dt)(tokens).astype(jnp.float32)
     out = out.reshape(b, h // p, w // p, p, p, self.out_channels).transpose(0, 1, 3, 2, 4, 5)
     return out.reshape(b, h, w, self.out_channels)
 
@@ -238,6 +263,6 @@ class DiTClassifier(DiT):
 
   @nn.compact
   def __call__(self, x, cond, train: bool = False):
-    c = Conditioning(self.dim, 0, 256)(cond, None)
-    tokens = nn.LayerNorm()(self.tokens(x, c, train))
+    c = Conditioning(self.dim, 0, 256, self.dtype)(cond, None)
+    tokens = nn.LayerNorm()(self.tokens(x, c, train).astype(jnp.float32))
     return nn.Dense(self.out_channels, kernel_init=nn.initializers.zeros)(tokens.mean(axis=1))

@@ -3,11 +3,13 @@
 `diffusion.objective` (eps | v | x0 | edm | flow) fixes what the network predicts and, with
 `diffusion.schedule` (linear | cosine, for eps / v / x0), the noising process; see
 `gen.diffusion.objectives`. `model.arch` picks the backbone (`unet` or `dit`, settings in
-`model.unet` / `model.dit`). A training step draws a time t per example from the process's
-training distribution, noises the batch and regresses the network's raw output on its
-target (mean squared error per dimension, the `loss` metric). `eval_step` reports, per test
-image, that loss and `x0_mse`, the squared error of the denoised estimate, both with the
-EMA parameters and the eval key's (fixed) times and noise, so evals are comparable.
+`model.unet` / `model.dit`); `model.dtype` (float32 | bfloat16) its compute dtype, with
+float32 parameters, loss and sampler state (see `gen.diffusion.models`). A training step
+draws a time t per example from the process's training distribution, noises the batch and
+regresses the network's raw output on its target (mean squared error per dimension, the
+`loss` metric). `eval_step` reports, per test image, that loss and `x0_mse`, the squared
+error of the denoised estimate, both with the EMA parameters and the eval key's (fixed)
+times and noise, so evals are comparable.
 
 Class-conditional models (`model.conditional`) replace the label by a null label with
 probability `model.label_dropout` during training, so one network is both conditional and
@@ -48,7 +50,7 @@ from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion import samplers as samplers_lib
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
-from gen.diffusion.models import DiT, DiTClassifier, UNet, UNetClassifier
+from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
 
@@ -119,6 +121,8 @@ def _check(config, spec: DataSpec):
                       f"'dequantize', got '{spec.preprocess}'")
   if m.arch not in ARCHS:
     raise ConfigError(f"model.arch must be one of {', '.join(ARCHS)}, got '{m.arch}'")
+  if m.get("dtype", "float32") not in DTYPES:
+    raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{m.dtype}'")
   h, w, _ = spec.shape
   if m.arch == "unet":
     f = 2 ** (len(m.unet.channel_mult) - 1)
@@ -152,16 +156,18 @@ def _check_denoiser(config, spec: DataSpec):
 
 def _network(m, out: int, num_classes: int, classifier: bool):
   """The backbone (`model.arch`): a denoiser with `out` channels, or a classifier's encoder
-  with `out` classes."""
+  with `out` classes, computing in `model.dtype` (float32 params and outputs either way)."""
+  dtype = DTYPES[m.get("dtype", "float32")]
   if m.arch == "unet":
     u = m.unet
     cls = UNetClassifier if classifier else UNet
     return cls(out, u.channels, tuple(u.channel_mult), u.num_res_blocks,
-               tuple(u.attn_resolutions), u.heads, m.dropout, u.groups, num_classes)
+               tuple(u.attn_resolutions), u.heads, m.dropout, u.groups, num_classes,
+               dtype=dtype)
   t = m.dit
   cls = DiTClassifier if classifier else DiT
   return cls(out, t.patch, t.dim, t.depth, t.heads, t.mlp_ratio, m.dropout, num_classes,
-             t.get("positions", "sincos"))
+             t.get("positions", "sincos"), dtype=dtype)
 
 
 def _concrete(v) -> bool:
