@@ -37,6 +37,22 @@ TINY_DIFFUSION = {"model.unet.channels": 8, "model.unet.channel_mult": (1,),
 TINY_CLASSIFIER = {"model.channels": (8,), "model.features": 8, **TINY_TRAIN}
 
 
+def pytest_collection_modifyitems(config, items):
+  """Skips the `gpu`-marked tests where JAX sees no accelerator (JAX_PLATFORMS=cpu, which
+  this file sets unless it is set, or no GPU/TPU); `benchmarks/gpu.py` runs them on one."""
+  marked = [item for item in items if item.get_closest_marker("gpu")]
+  if not marked:
+    return
+  import jax
+
+  if any(d.platform != "cpu" for d in jax.devices()):
+    return
+  skip = pytest.mark.skip(reason="needs an accelerator; JAX sees only the CPU "
+                                 f"(JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r})")
+  for item in marked:
+    item.add_marker(skip)
+
+
 def config_path(*parts):
   return os.path.join(ROOT, "configs", *parts)
 
