@@ -6,6 +6,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax-tests"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# The tests compile hundreds of small programs and run each for milliseconds: on CPU, LLVM's
+# optimization passes would take half the suite's time. Level 0 changes how fast the machine
+# code runs, not what it computes at the HLO level every test checks; GEN_TEST_FAST_COMPILE=0
+# runs the suite with the backend's full optimization. (Set before jax makes its backend, so
+# subprocesses that import this module get it too.)
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if (os.environ.setdefault("GEN_TEST_FAST_COMPILE", "1") == "1"
+    and os.environ["JAX_PLATFORMS"] == "cpu" and FAST_COMPILE not in os.environ.get("XLA_FLAGS", "")):
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 import pytest  # noqa: E402
 

@@ -19,9 +19,10 @@ os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from conftest import tiny_lm, tiny_vae  # noqa: E402  (Before jax: it adds test XLA flags.)
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from conftest import tiny_lm, tiny_vae  # noqa: E402
 
 from gen.core import parallel, train  # noqa: E402
 from gen.core.logging import setup_logging  # noqa: E402

@@ -127,6 +127,36 @@ def _load(name, **overrides):
   return config
 
 
+def test_fd_of_a_run_from_the_cli(tmp_path, capsys, monkeypatch):
+  """`gen eval --metric=fd` end to end at tiny sizes: a 2-step GAN and a 2-step classifier
+  found in the cache; the statistics of the reference split are cached; the floor (real
+  test images) is below the untrained GAN. The ranking of a trained GAN is the slow test below."""
+  monkeypatch.setenv("GEN_CACHE_DIR", str(tmp_path / "cache"))
+  clf_dir = tmp_path / "cache" / "classifiers" / "digits"
+  clf = _load("gen.classifier.configs.digits", **{"train.num_steps": 2, "model.channels": (8,),
+                                                   "model.features": 8})
+  train_lib.train(clf, str(clf_dir), handle_signals=False)
+  gan = _load("gan/digits.py", **{"train.num_steps": 2, "model.g_channels": (16, 8),
+                                  "model.d_channels": (16,), "model.d_convs_per_stage": 1,
+                                  "gan.standing_stats": 16})
+  workdir = str(tmp_path / "gan")
+  train_lib.train(gan, workdir, handle_signals=False)
+  out = tmp_path / "fd.json"
+  assert cli.main(["eval", f"--workdir={workdir}", "--metric=fd", "--num_samples=64",
+                   f"--out={out}", "--batch_size=32"]) == 0
+  result = json.loads(out.read_text())
+  printed = capsys.readouterr()
+  assert "from 64 samples" in printed.out and "only 64 samples" in printed.err
+  assert result["metric"] == "FD (gen classifier features, digits)"
+  assert result["num_samples"] == 64 and result["step"] == 2 and result["fd"] > 0
+  assert os.path.isfile(clf_dir / "stats_train_scale.npz")
+  assert cli.main(["eval", "--metric=fd", "--data=digits", "--real=test", "--num_samples=64",
+                   f"--out={tmp_path / 'floor.json'}"]) == 0
+  floor = json.loads((tmp_path / "floor.json").read_text())
+  assert floor["num_samples"] == 64 and floor["fd"] < result["fd"]
+
+
+@pytest.mark.slow
 def test_fd_ranks_a_trained_gan_below_its_first_step(tmp_path, capsys, monkeypatch):
   """The GAN digits quickstart after 200 steps has a lower FD than after 1. Kept small for
   CI: 200 GAN steps, a narrower classifier trained 200 steps (placed in the cache, so

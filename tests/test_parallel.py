@@ -81,6 +81,7 @@ def one_device(text, tmp_path_factory):
   return _run(tmp_path_factory.mktemp("ref") / "one", 1, overrides={"data.name": text})
 
 
+@pytest.mark.slow  # The default run checks 1 vs 8 devices on the LM (jit with FSDP, pmap).
 def test_one_and_eight_devices_agree_vae(tmp_path):
   _assert_same(_run(tmp_path / "v1", 1, "vae"), _run(tmp_path / "v8", 8, "vae"))
 
