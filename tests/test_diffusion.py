@@ -524,3 +524,16 @@ def test_bf16_config_errors():
   with pytest.raises(ConfigError, match="model.dtype must be one of float32, bfloat16, got "
                                         "'float16'"):
     make(tiny(**{"model.dtype": "float16"}), DIGITS)
+
+
+def test_a_run_saved_before_model_dtype_resumes_as_float32(tmp_path):
+  import json
+
+  config = config_lib.load_file(config_path("diffusion", "digits.py"))
+  saved = json.loads(config_lib.to_json(config))
+  del saved["model"]["dtype"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  train_lib.check_restart(config, str(tmp_path), spec=None)  # The same model: no error.
+  config.model.dtype = "bfloat16"
+  with pytest.raises(ConfigError, match="model.dtype: 'float32' -> 'bfloat16'"):
+    train_lib.check_restart(config, str(tmp_path), spec=None)

@@ -8,4 +8,7 @@ and noise-conditional classifiers with `model.kind = "classifier"`), and
 
 from gen.diffusion.pipeline import make
 
-__all__ = ["make"]
+# What runs saved before a key existed had (a restart compares configs with these filled in).
+KEYS_ADDED = {"model.dtype": "float32"}
+
+__all__ = ["KEYS_ADDED", "make"]
