@@ -10,11 +10,15 @@ and a "natural" time t; they differ in alpha, sigma and in the network's conditi
 | `cosine`     | cos(a t), sin(a t), a = atan(e^10)          | U(1e-3, 1)                   |
 | `edm`        | 1, t (t is the noise level sigma)           | ln t ~ N(p_mean, p_std^2)    |
 | `flow`       | 1 - t, t (rectified flow)                   | U(0, 1)                      |
+| `discrete`   | diffusers' table: sqrt(alphas_cumprod[t]),  | integers U{0, ..., N - 1}    |
+|              | sqrt(1 - alphas_cumprod[t]), t a timestep   |                              |
 
 `linear` is the continuous-time limit of DDPM's 1000 linear betas from 1e-4 to 0.02 (Song
 et al. 2021's VP SDE); `cosine` is the continuous cosine schedule alpha = cos(pi t / 2)
 (Nichol & Dhariwal 2021), with the end stretched so that log-SNR stays >= -20 and x0 is
-recoverable from an eps-prediction at t = 1.
+recoverable from an eps-prediction at t = 1. `discrete` is a diffusers table of betas
+(linear, scaled_linear, squaredcos_cap_v2; `gen.diffusion.discrete`), whose samplers
+reproduce diffusers' schedulers.
 
 Any process is also a "variance exploding" one: x / alpha = x0 + (sigma / alpha) eps, with
 noise level s = sigma / alpha (EDM's sigma; Karras et al. 2022). Samplers that work on that
@@ -46,7 +50,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-PROCESSES = ("linear", "cosine", "edm", "flow")
+PROCESSES = ("linear", "cosine", "edm", "flow", "discrete")
 OBJECTIVES = ("eps", "v", "x0", "edm", "flow")
 # The objectives that pick their own process; eps, v and x0 take diffusion.schedule.
 OWN_PROCESS = {"edm": "edm", "flow": "flow"}
@@ -120,8 +124,14 @@ def _identity(t):
   return t
 
 
-def make_process(name: str, p_mean: float = -1.2, p_std: float = 1.2) -> Process:
-  """The process called `name` (one of PROCESSES); p_mean, p_std: EDM's training levels."""
+def make_process(name: str, p_mean: float = -1.2, p_std: float = 1.2,
+                 discrete=None) -> Process:
+  """The process called `name` (one of PROCESSES); p_mean, p_std: EDM's training levels;
+  discrete: the keyword arguments of `discrete.make_discrete_process` (a mapping)."""
+  if name == "discrete":
+    from gen.diffusion import discrete as discrete_lib  # It builds on this module.
+    kwargs = discrete.to_dict() if hasattr(discrete, "to_dict") else dict(discrete or {})
+    return discrete_lib.make_discrete_process(**kwargs)
   if name == "linear":
     hi = float(_linear_alpha_sigma(1.0)[1] / _linear_alpha_sigma(1.0)[0])
     lo = float(jnp.sqrt(jnp.expm1(_linear_b(VP_T_MIN))))

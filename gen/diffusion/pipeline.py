@@ -54,7 +54,7 @@ from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifie
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
 
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
 ARCHS = ("unet", "dit")
 DIT_POSITIONS = ("sincos", "learned")
 KINDS = ("denoiser", "classifier")
@@ -227,7 +227,7 @@ def denoiser_parts(config, spec: DataSpec) -> tuple[nn.Module, Process, Objectiv
   d = config.diffusion
   cfg = Settings.of(config, spec)
   net = _network(config.model, spec.shape[-1], cfg.num_classes, classifier=False)
-  return (net, make_process(cfg.process, d.p_mean, d.p_std),
+  return (net, make_process(cfg.process, d.p_mean, d.p_std, d.get("discrete")),
           make_objective(d.objective, d.sigma_data), cfg)
 
 
@@ -417,7 +417,7 @@ def classifier_parts(config, spec: DataSpec
   d = config.diffusion
   cfg = ClassifierSettings.of(config, spec)
   net = _network(config.model, cfg.num_classes, 0, classifier=True)
-  return (net, make_process(cfg.process, d.p_mean, d.p_std),
+  return (net, make_process(cfg.process, d.p_mean, d.p_std, d.get("discrete")),
           make_objective(d.objective, d.sigma_data), cfg)
 
 

@@ -20,6 +20,11 @@ On EDM's Karras grid of noise levels s = sigma / alpha (rho = 7, `level_min`..`l
 - `dpmpp_2m`: DPM-Solver++(2M) (Lu et al. 2022), multistep second order in log-SNR.
 
 Function evaluations (NFE): `steps` for all but `heun` / `flow_heun` (2 steps - 1).
+
+On a `discrete` process (a diffusers table of betas), `ddpm`, `ddim`, `euler`, `heun` and
+`dpmpp_2m` are diffusers' DDPM, DDIM, EulerDiscrete, HeunDiscrete and DPMSolverMultistep
+schedulers on the process's timestep spacing (`gen.diffusion.discrete`); they also take a
+fixed list of `timesteps` (or of `sigmas`: euler, heun, dpmpp_2m).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gen.diffusion import discrete
 from gen.diffusion.objectives import Process, karras_grid
 
 
@@ -39,8 +45,27 @@ def _loop(n, body, init):
 # ------------------------------------------------------------------ natural time grid
 
 
-def ddpm(denoise, process: Process, noise, rng, steps):
+def _discrete(process: Process, **options):
+  """The options a discrete process's sampler takes; errors for Karras-grid ranges."""
+  for name in ("level_min", "level_max"):
+    if options.pop(name, None) is not None:
+      raise ValueError(f"{name} applies to continuous processes; a discrete process's grid "
+                       "is its timestep spacing, or a fixed list of timesteps or sigmas")
+  return options
+
+
+def _continuous(fixed):
+  if fixed:
+    raise ValueError(f"{', '.join(fixed)}: a fixed grid applies to a discrete process "
+                     "(diffusion.schedule='discrete')")
+
+
+def ddpm(denoise, process: Process, noise, rng, steps, **fixed):
   """Ancestral sampling with the posterior mean and variance of q(x_t | x_s, x0_hat)."""
+  if isinstance(process, discrete.DiscreteProcess):
+    return discrete.ddpm(denoise, process, noise, rng, steps, **fixed)
+  _continuous(fixed)
+
   def body(i, x):
     ts, tt = process.grid(i, steps), process.grid(i + 1, steps)
     a_s, s_s = process.alpha_sigma(ts)
@@ -55,8 +80,12 @@ def ddpm(denoise, process: Process, noise, rng, steps):
   return _loop(steps, body, process.alpha_sigma(process.grid(0, steps))[1] * noise)
 
 
-def ddim(denoise, process: Process, noise, rng, steps, eta=0.0):
+def ddim(denoise, process: Process, noise, rng, steps, eta=0.0, **fixed):
   """DDIM; eta = 0 is deterministic, eta = 1 is DDPM's ancestral sampler."""
+  if isinstance(process, discrete.DiscreteProcess):
+    return discrete.ddim(denoise, process, noise, rng, steps, eta, **fixed)
+  _continuous(fixed)
+
   def body(i, x):
     ts, tt = process.grid(i, steps), process.grid(i + 1, steps)
     a_s, s_s = process.alpha_sigma(ts)
@@ -144,16 +173,27 @@ def _edm(denoise, process, noise, rng, steps, heun, churn, level_min, level_max,
 
 
 def euler(denoise, process: Process, noise, rng, steps, churn=0.0, level_min=None,
-          level_max=None, s_noise=1.0):
+          level_max=None, s_noise=1.0, **fixed):
+  if isinstance(process, discrete.DiscreteProcess):
+    return discrete.euler(denoise, process, noise, rng, steps, churn, s_noise,
+                          **_discrete(process, level_min=level_min, level_max=level_max,
+                                      **fixed))
+  _continuous(fixed)
   return _edm(denoise, process, noise, rng, steps, False, churn, level_min, level_max, s_noise)
 
 
 def heun(denoise, process: Process, noise, rng, steps, churn=0.0, level_min=None,
-         level_max=None, s_noise=1.0):
+         level_max=None, s_noise=1.0, **fixed):
+  if isinstance(process, discrete.DiscreteProcess):
+    return discrete.heun(denoise, process, noise, rng, steps, churn,
+                         **_discrete(process, level_min=level_min, level_max=level_max,
+                                     **fixed))
+  _continuous(fixed)
   return _edm(denoise, process, noise, rng, steps, True, churn, level_min, level_max, s_noise)
 
 
-def dpmpp_2m(denoise, process: Process, noise, rng, steps, level_min=None, level_max=None):
+def dpmpp_2m(denoise, process: Process, noise, rng, steps, level_min=None, level_max=None,
+             **fixed):
   """DPM-Solver++(2M) in variance-exploding coordinates (as in k-diffusion).
 
   With lambda = -log s and h = lambda_next - lambda, a first-order step is
@@ -161,6 +201,11 @@ def dpmpp_2m(denoise, process: Process, noise, rng, steps, level_min=None, level
   (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_{i-1} / h_i. The first step is first order,
   and so is the last (to s = 0, where it returns D).
   """
+  if isinstance(process, discrete.DiscreteProcess):
+    return discrete.dpmpp_2m(denoise, process, noise, rng, steps,
+                             **_discrete(process, level_min=level_min, level_max=level_max,
+                                         **fixed))
+  _continuous(fixed)
   del rng
   lo, hi = _levels(process, level_min, level_max)
   d_fn = _ve_denoiser(denoise, process)

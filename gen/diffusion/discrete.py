@@ -1,0 +1,509 @@
+"""Discrete-time diffusion as diffusers defines it: a table of betas, timestep spacings, and
+the DDIM, DDPM, Euler, Heun and DPM-Solver++(2M) schedulers step for step.
+
+The process (`make_discrete_process`, `diffusion.schedule = "discrete"`) is a table of
+`num_train_timesteps` betas, built as diffusers builds it (float32):
+
+| beta_schedule       | betas                                                           |
+|---------------------|-----------------------------------------------------------------|
+| `linear`            | linspace(beta_start, beta_end, N)                               |
+| `scaled_linear`     | linspace(sqrt(beta_start), sqrt(beta_end), N)^2 (latent models) |
+| `squaredcos_cap_v2` | 1 - abar((k + 1) / N) / abar(k / N), at most 0.999, with        |
+|                     | abar(t) = cos((t + 0.008) / 1.008 pi / 2)^2 (Nichol & Dhariwal) |
+
+alphas_cumprod = cumprod(1 - betas). The natural time t is diffusers' timestep: at an
+integer t in [0, N - 1], alpha = sqrt(alphas_cumprod[t]) and sigma = sqrt(1 - alphas_cumprod[t]);
+between integers the noise level sigma / alpha is interpolated linearly in t (as diffusers'
+Euler and Heun schedulers interpolate it for fractional timesteps), and t = -1 is the clean
+data (alpha = 1, sigma = 0). Training draws integer t uniformly from [0, N - 1]; the network
+is conditioned on cond = t / 1000, which the backbones embed at 1000 * cond = t, the timestep
+diffusers' UNets embed.
+
+Sampling grids (`timesteps`), for a step count n that may be traced:
+- `leading`: (n - 1 - i) * (N // n) + steps_offset, i = 0..n-1;
+- `trailing`: round(N - i N / n) - 1;
+- `linspace`: round(i (N - 1) / (n - 1)) reversed (Euler and Heun keep the fractional
+  values); DPM-Solver uses n + 1 points and drops the last, and `leading` with N // (n + 1),
+  as diffusers does. Rounding is half to even, in exact integer arithmetic.
+A fixed list of timesteps (any sampler) or of noise levels sigma / alpha ending with the final
+one (Euler, Heun, DPM-Solver++; its timesteps are found by interpolating log sigma as in
+diffusers' `_sigma_to_t`) replaces the spacing; the list's length is the step count.
+
+The samplers (`gen.diffusion.samplers` hands a discrete process to them) follow diffusers'
+step functions operation for operation, with the network's eps recovered from the denoiser
+as eps_hat = (x - alpha x0_hat) / sigma:
+- `ddim`: DDIMScheduler; the previous timestep is t - N // n (diffusers' rule, whatever the
+  spacing; with a fixed list, the next entry), and past 0 alphas_cumprod is 1
+  (`set_alpha_to_one`) or alphas_cumprod[0]. eta scales the noise (eta = 1 with the same
+  noise is DDPM-like). Starts from x = noise.
+- `ddpm`: DDPMScheduler ("fixed_small" variance, the next timestep of the grid, no noise at
+  t = 0).
+- `euler`, `heun`: EulerDiscreteScheduler / HeunDiscreteScheduler in the coordinates
+  x / alpha, starting from sigma_max * noise (`linspace`, `trailing`) or
+  sqrt(sigma_max^2 + 1) * noise (`leading`), the final sigma 0; `euler` takes S_churn.
+- `dpmpp_2m`: DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint), first order at
+  the first and the last step (final sigma 0). Starts from x = noise.
+Each returns the clean sample; each is one `lax.fori_loop`. Noise (ddpm, ddim with eta > 0,
+euler with churn) is normal(fold_in(rng, i)) at step i.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gen.diffusion.objectives import Process
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+SPACINGS = ("leading", "trailing", "linspace")
+TIME_SCALE = 1000.0  # The backbones embed 1000 * cond (gen.diffusion.models.TIME_SCALE).
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def betas_table(beta_schedule: str = "linear", num_train_timesteps: int = 1000,
+                beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+  """diffusers' betas, float32 [N]."""
+  n = int(num_train_timesteps)
+  if n < 2:
+    raise ValueError(f"diffusion.discrete.num_train_timesteps must be >= 2, got {n}")
+  if beta_schedule == "linear":
+    return _linspace32(beta_start, beta_end, n)
+  if beta_schedule == "scaled_linear":
+    return np.square(_linspace32(beta_start ** 0.5, beta_end ** 0.5, n))
+  if beta_schedule == "squaredcos_cap_v2":
+    def abar(t):
+      return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    return np.array([min(1 - abar((i + 1) / n) / abar(i / n), 0.999) for i in range(n)],
+                    np.float32)
+  raise ValueError(f"diffusion.discrete.beta_schedule must be one of "
+                   f"{', '.join(BETA_SCHEDULES)}, got '{beta_schedule}'")
+
+
+def _linspace32(start, end, n):
+  """torch.linspace(start, end, n, dtype=float32): a float32 step, each value one fused
+  multiply-add (rounded once) from the nearer end."""
+  s32, e32 = np.float32(start), np.float32(end)
+  step = np.float64(np.float32((e32 - s32) / np.float32(n - 1)))
+  i = np.arange(n)
+  return np.where(i < n // 2, np.float64(s32) + step * i,
+                  np.float64(e32) - step * (n - 1 - i)).astype(np.float32)
+
+
+def alphas_cumprod_table(betas: np.ndarray) -> np.ndarray:
+  """cumprod(1 - betas): float32 factors, accumulated in float64 (as torch.cumprod does on
+  CPU), rounded to float32."""
+  alphas = (np.float32(1.0) - betas.astype(np.float32)).astype(np.float64)
+  return np.cumprod(alphas).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- process
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DiscreteProcess(Process):
+  """A `Process` on diffusers' table, with the sampling grid settings its samplers read.
+
+  alphas_cumprod: float32 [N]. spacing, steps_offset: the default timestep spacing.
+  set_alpha_to_one: DDIM's alphas_cumprod past timestep 0 (1, else alphas_cumprod[0]).
+  timesteps / sigmas: a fixed grid that replaces the spacing (None: use the spacing).
+  """
+
+  alphas_cumprod: np.ndarray = None
+  spacing: str = "leading"
+  steps_offset: int = 0
+  set_alpha_to_one: bool = True
+  timesteps: tuple | None = None
+  sigmas: tuple | None = None
+
+  @property
+  def num_train_timesteps(self) -> int:
+    return int(self.alphas_cumprod.shape[0])
+
+
+def _tables(ac: np.ndarray):
+  """float32 tables over the extended time u = t + 1 in [0, N]: alpha, sigma, level."""
+  ac = jnp.asarray(ac, jnp.float32)
+  one, zero = jnp.ones((1,), jnp.float32), jnp.zeros((1,), jnp.float32)
+  a = jnp.concatenate([one, jnp.sqrt(ac)])
+  s = jnp.concatenate([zero, jnp.sqrt(1.0 - ac)])
+  lev = jnp.concatenate([zero, jnp.sqrt((1.0 - ac) / ac)])
+  return a, s, lev
+
+
+def _sigmas_np(ac: np.ndarray) -> np.ndarray:
+  """diffusers' noise levels ((1 - ac) / ac) ** 0.5, float32 [N]."""
+  ac = ac.astype(np.float32)
+  return np.sqrt((np.float32(1.0) - ac) / ac).astype(np.float32)
+
+
+def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: int = 1000,
+                          beta_start: float = 1e-4, beta_end: float = 0.02,
+                          timestep_spacing: str = "leading", steps_offset: int = 0,
+                          set_alpha_to_one: bool = True, timesteps=None, sigmas=None
+                          ) -> DiscreteProcess:
+  """The process of diffusers' table (see the module docstring); arguments as diffusers'
+  scheduler configs name them. Errors (ValueError) name the diffusion.discrete key."""
+  if timestep_spacing not in SPACINGS:
+    raise ValueError(f"diffusion.discrete.timestep_spacing must be one of "
+                     f"{', '.join(SPACINGS)}, got '{timestep_spacing}'")
+  if int(steps_offset) != steps_offset or steps_offset < 0:
+    raise ValueError(f"diffusion.discrete.steps_offset must be an integer >= 0, got "
+                     f"{steps_offset}")
+  ac = alphas_cumprod_table(betas_table(beta_schedule, num_train_timesteps, beta_start,
+                                        beta_end))
+  n_train = ac.shape[0]
+  timesteps = _fixed(timesteps, "timesteps", n_train)
+  sigmas = _fixed(sigmas, "sigmas", None)
+  if timesteps is not None and sigmas is not None:
+    raise ValueError("give diffusion.discrete.timesteps or diffusion.discrete.sigmas, not both")
+  a_tab, s_tab, l_tab = _tables(ac)
+  lev_np = np.concatenate([[0.0], _sigmas_np(ac)]).astype(np.float32)
+
+  def alpha_sigma(t):
+    t = jnp.asarray(t, jnp.float32)
+    u = jnp.clip(t + 1.0, 0.0, float(n_train))
+    k = jnp.clip(jnp.floor(u), 0, n_train).astype(jnp.int32)
+    w = u - k
+    k1 = jnp.minimum(k + 1, n_train)
+    lev = l_tab[k] + w * (l_tab[k1] - l_tab[k])
+    a_i = 1.0 / jnp.sqrt(lev * lev + 1.0)
+    return jnp.where(w == 0, a_tab[k], a_i), jnp.where(w == 0, s_tab[k], lev * a_i)
+
+  def t_of_level(s):
+    s = jnp.asarray(s, jnp.float32)
+    k = jnp.clip(jnp.searchsorted(l_tab, s, side="right") - 1, 0, n_train - 1)
+    w = jnp.clip((s - l_tab[k]) / (l_tab[k + 1] - l_tab[k]), 0.0, 1.0)
+    return k + w - 1.0
+
+  def grid(i, n):
+    t = ddim_timesteps(i, n, n_train, timestep_spacing, steps_offset)
+    return jnp.where(i >= n, -1.0, t.astype(jnp.float32))
+
+  def sample_t(rng, shape):
+    return jax.random.randint(rng, shape, 0, n_train).astype(jnp.float32)
+
+  return DiscreteProcess(
+      "discrete", alpha_sigma, t_of_level, lambda t: t / TIME_SCALE,
+      lambda c: c * TIME_SCALE, grid, sample_t, (float(lev_np[1]), float(lev_np[-1])),
+      alphas_cumprod=ac, spacing=timestep_spacing, steps_offset=int(steps_offset),
+      set_alpha_to_one=bool(set_alpha_to_one), timesteps=timesteps, sigmas=sigmas)
+
+
+def _fixed(values, name, n_train):
+  if values is None or len(values) == 0:
+    return None
+  v = tuple(float(x) for x in values)
+  if n_train is not None and not all(-1 < x < n_train for x in v):
+    raise ValueError(f"diffusion.discrete.{name} must lie in [0, {n_train - 1}], got {v}")
+  if n_train is None and (len(v) < 2 or not all(x >= 0 for x in v)):
+    raise ValueError(f"diffusion.discrete.{name} needs >= 2 values >= 0 (the last one the "
+                     f"final noise level, usually 0), got {v}")
+  return v
+
+
+# ------------------------------------------------------------------- timestep spacings
+
+
+def _round_div(num, den):
+  """round(num / den) for integers >= 0, half to even, exactly (numpy or jax arrays)."""
+  q, r = num // den, num % den
+  up = (2 * r > den) | ((2 * r == den) & (q % 2 == 1))
+  return q + up.astype(q.dtype)
+
+
+def _int(v):
+  return jnp.asarray(v, jnp.int32)
+
+
+def diffusers_timesteps(kind: str, spacing: str, n: int, n_train: int, offset: int = 0):
+  """diffusers' set_timesteps in numpy (float64 arithmetic, as diffusers computes them).
+  kind: ddim (DDIM, DDPM; int), karras (Euler, Heun; float32), dpm (DPM-Solver; int)."""
+  if kind == "dpm":
+    if spacing == "linspace":
+      return np.linspace(0, n_train - 1, n + 1).round()[::-1][:-1].astype(np.int64)
+    if spacing == "leading":
+      return (np.arange(0, n + 1) * (n_train // (n + 1))).round()[::-1][:-1].astype(
+          np.int64) + offset
+    return np.arange(n_train, 0, -n_train / n).round().astype(np.int64) - 1
+  if kind == "karras" and spacing == "linspace":
+    return np.linspace(0, n_train - 1, n, dtype=np.float32)[::-1].copy()
+  if spacing == "linspace":
+    t = np.linspace(0, n_train - 1, n).round()[::-1].astype(np.int64)
+  elif spacing == "leading":
+    t = (np.arange(0, n) * (n_train // n)).round()[::-1].astype(np.int64) + offset
+  else:
+    t = np.round(np.arange(n_train, 0, -n_train / n)).astype(np.int64) - 1
+  return t.astype(np.float32) if kind == "karras" else t
+
+
+def _exact(kind: str, spacing: str, i, n, n_train: int):
+  """The rounded grids in exact integer arithmetic (numpy or jax integer arrays)."""
+  if spacing == "trailing":
+    return _round_div(n_train * (n - i), n) - 1
+  if kind == "dpm":  # linspace over n + 1 points, the last dropped.
+    return _round_div((n - i) * (n_train - 1), n)
+  one = n * 0 + 1
+  return _round_div((n - 1 - i) * (n_train - 1), n - 1 + (n == 1) * one) * (n > 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _corrections(kind: str, spacing: str, n_train: int):
+  """(n, i, delta) where diffusers' float64 rounding of a tie differs from the exact one
+  (trailing and linspace only; e.g. n = 48 trailing), for n = 1..n_train. int32 arrays."""
+  rows = []
+  for n in range(1, n_train + 1):
+    ref = diffusers_timesteps(kind, spacing, n, n_train)[:n]  # (For some n, trailing gives
+    i = np.arange(n)                                          # n + 1: the last is -1.)
+    delta = ref - _exact(kind, spacing, i, np.int64(n), n_train)
+    rows += [(n, j, d) for j, d in zip(i[delta != 0], delta[delta != 0])]
+  arr = np.array(rows, np.int32).reshape(-1, 3)
+  return arr[:, 0], arr[:, 1], arr[:, 2]
+
+
+def _rounded(kind: str, spacing: str, i, n, n_train: int):
+  t = _exact(kind, spacing, i, n, n_train)
+  cn, ci, cd = (jnp.asarray(a) for a in _corrections(kind, spacing, n_train))
+  hit = (n[..., None] == cn) & (i[..., None] == ci)
+  return t + jnp.sum(jnp.where(hit, cd, 0), axis=-1)
+
+
+def ddim_timesteps(i, n, n_train: int, spacing: str, offset: int = 0):
+  """Integer timestep i of n (DDIM, DDPM), as diffusers' set_timesteps; int32."""
+  i, n = _int(i), _int(n)
+  i, n = jnp.broadcast_arrays(i, n)
+  if spacing == "leading":
+    return (n - 1 - i) * (n_train // n) + offset
+  if spacing in ("trailing", "linspace"):
+    return _rounded("ddim", spacing, i, n, n_train)
+  raise ValueError(f"unknown timestep spacing '{spacing}'; valid: {', '.join(SPACINGS)}")
+
+
+def karras_timesteps(i, n, n_train: int, spacing: str, offset: int = 0):
+  """Timestep i of n (Euler, Heun), as diffusers' set_timesteps; float32 (`linspace` is
+  fractional)."""
+  if spacing == "linspace":
+    i, n = _int(i), _int(n)
+    num = ((n - 1 - i) * (n_train - 1)).astype(jnp.float32)
+    return jnp.where(n > 1, num / jnp.maximum(n - 1, 1).astype(jnp.float32), 0.0)
+  return ddim_timesteps(i, n, n_train, spacing, offset).astype(jnp.float32)
+
+
+def dpm_timesteps(i, n, n_train: int, spacing: str, offset: int = 0):
+  """Integer timestep i of n (DPM-Solver multistep), as diffusers' set_timesteps; int32."""
+  i, n = jnp.broadcast_arrays(_int(i), _int(n))
+  if spacing == "leading":
+    return (n - i) * (n_train // (n + 1)) + offset
+  return _rounded("dpm", spacing, i, n, n_train)
+
+
+def interp_level(process: DiscreteProcess, t):
+  """diffusers' np.interp(t, arange(N), sigmas): sigma / alpha at (fractional) t >= 0."""
+  lev = jnp.asarray(_sigmas_np(process.alphas_cumprod))
+  n_train = lev.shape[0]
+  t = jnp.clip(jnp.asarray(t, jnp.float32), 0.0, n_train - 1.0)
+  k = jnp.clip(jnp.floor(t), 0, n_train - 1).astype(jnp.int32)
+  k1 = jnp.minimum(k + 1, n_train - 1)
+  w = t - k
+  return jnp.where(w == 0, lev[k], lev[k] + w * (lev[k1] - lev[k]))
+
+
+def sigma_to_t(process: DiscreteProcess, sigma):
+  """diffusers' _sigma_to_t: the timestep of a noise level, interpolating log sigma."""
+  log_sigmas = jnp.log(jnp.asarray(_sigmas_np(process.alphas_cumprod)))
+  n_train = log_sigmas.shape[0]
+  log_sigma = jnp.log(jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-10))
+  table = log_sigmas.reshape((-1,) + (1,) * log_sigma.ndim)
+  low = jnp.sum(table <= log_sigma, axis=0) - 1  # The last index with log_sigmas <= it.
+  low = jnp.clip(low, 0, n_train - 2)
+  lo, hi = log_sigmas[low], log_sigmas[low + 1]
+  w = jnp.clip((lo - log_sigma) / (lo - hi), 0.0, 1.0)
+  return (1.0 - w) * low + w * (low + 1)
+
+
+def _grid(process: DiscreteProcess, steps, timesteps, sigmas, kind: str):
+  """(n, t_of(i), level_of(i) or None, fixed) for a sampler: the step count and functions of
+  the step index i (level_of(n) is the final level). kind: ddim | karras | dpm."""
+  timesteps = process.timesteps if timesteps is None and sigmas is None else timesteps
+  sigmas = process.sigmas if timesteps is None and sigmas is None else sigmas
+  n_train = process.num_train_timesteps
+  if sigmas is not None:
+    if kind == "ddim":
+      raise ValueError("ddim and ddpm take a list of timesteps, not of sigmas")
+    sig = jnp.asarray(sigmas, jnp.float32)
+    n = sig.shape[0] - 1
+    ts = sigma_to_t(process, sig[:-1])
+    return n, (lambda i: ts[jnp.minimum(i, n - 1)]), (lambda i: sig[i]), True
+  if timesteps is not None:
+    ts = jnp.asarray(timesteps, jnp.float32)
+    if kind != "karras":
+      ts = jnp.round(ts)
+    n = ts.shape[0]
+    t_of = lambda i: ts[jnp.minimum(i, n - 1)]
+    return n, t_of, (lambda i: jnp.where(i >= n, 0.0, interp_level(process, t_of(i)))), True
+  fn = {"ddim": ddim_timesteps, "karras": karras_timesteps, "dpm": dpm_timesteps}[kind]
+
+  def t_of(i):
+    return fn(i, steps, n_train, process.spacing, process.steps_offset).astype(jnp.float32)
+
+  return (steps, t_of, lambda i: jnp.where(i >= steps, 0.0, interp_level(process, t_of(i))),
+          False)
+
+
+def _eps(denoise, process: Process, x, t):
+  """The network's eps at (x, t), from the denoiser: (x - alpha x0_hat) / sigma."""
+  a, s = process.alpha_sigma(t)
+  x0 = denoise(x, t)
+  return x0, (x - a * x0) / s
+
+
+def _zero(v) -> bool:
+  """A noise scale known to be 0 while tracing: the step draws no noise (and ignores rng)."""
+  return isinstance(v, (int, float)) and v == 0
+
+
+def _noise(rng, i, shape):
+  return jax.random.normal(jax.random.fold_in(rng, i), shape)
+
+
+# ------------------------------------------------------------------------- samplers
+
+
+def ddim(denoise, process: DiscreteProcess, noise, rng, steps, eta=0.0, timesteps=None):
+  """DDIMScheduler.step over the grid, from x = noise; returns the clean sample."""
+  n, t_of, _, fixed = _grid(process, steps, timesteps, None, "ddim")
+  ac = jnp.asarray(process.alphas_cumprod, jnp.float32)
+  final = jnp.float32(1.0) if process.set_alpha_to_one else ac[0]
+  ratio = process.num_train_timesteps // _int(n)
+
+  def body(i, x):
+    t = t_of(i)
+    prev = jnp.where(i + 1 >= n, -1.0, t_of(i + 1)) if fixed else t - ratio
+    ti, pi = t.astype(jnp.int32), prev.astype(jnp.int32)
+    a_t = ac[ti]
+    a_p = jnp.where(pi >= 0, ac[jnp.maximum(pi, 0)], final)
+    x0, eps = _eps(denoise, process, x, t)
+    variance = (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
+    std = eta * variance ** 0.5
+    x_prev = a_p ** 0.5 * x0 + (1 - a_p - std ** 2) ** 0.5 * eps
+    return x_prev if _zero(eta) else x_prev + std * _noise(rng, i, x.shape)
+
+  return jax.lax.fori_loop(0, n, body, noise)
+
+
+def ddpm(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None):
+  """DDPMScheduler.step ("fixed_small") over the grid, from x = noise."""
+  n, t_of, _, _ = _grid(process, steps, timesteps, None, "ddim")
+  ac = jnp.asarray(process.alphas_cumprod, jnp.float32)
+
+  def body(i, x):
+    t = t_of(i)
+    prev = jnp.where(i + 1 >= n, -1, t_of(i + 1).astype(jnp.int32))
+    a_t = ac[t.astype(jnp.int32)]
+    a_p = jnp.where(prev >= 0, ac[jnp.maximum(prev, 0)], 1.0)
+    beta_t, beta_p = 1 - a_t, 1 - a_p
+    cur_alpha = a_t / a_p
+    cur_beta = 1 - cur_alpha
+    x0, _ = _eps(denoise, process, x, t)
+    mean = (a_p ** 0.5 * cur_beta) / beta_t * x0 + cur_alpha ** 0.5 * beta_p / beta_t * x
+    variance = jnp.maximum(beta_p / beta_t * cur_beta, 1e-20)
+    return mean + jnp.where(t > 0, variance ** 0.5, 0.0) * _noise(rng, i, x.shape)
+
+  return jax.lax.fori_loop(0, n, body, noise)
+
+
+def _karras_start(process: DiscreteProcess, level_of, n, fixed):
+  """init_noise_sigma of diffusers' Euler / Heun schedulers."""
+  if fixed:
+    top = jnp.max(jax.vmap(level_of)(jnp.arange(n + 1)))
+  else:
+    top = level_of(0)
+  return top if process.spacing in ("linspace", "trailing") else (top ** 2 + 1) ** 0.5
+
+
+def euler(denoise, process: DiscreteProcess, noise, rng, steps, churn=0.0, s_noise=1.0,
+          timesteps=None, sigmas=None):
+  """EulerDiscreteScheduler.step, in x / alpha; churn is its s_churn (s_tmin 0, s_tmax inf)."""
+  n, t_of, level_of, fixed = _grid(process, steps, timesteps, sigmas, "karras")
+  gamma = jnp.minimum(churn / n, 2 ** 0.5 - 1)
+
+  def body(i, x):
+    s, s_next, t = level_of(i), level_of(i + 1), t_of(i)
+    s_hat = s * (gamma + 1)
+    if not _zero(churn):
+      z = _noise(rng, i, x.shape) * s_noise
+      x = jnp.where(gamma > 0, x + z * jnp.maximum(s_hat ** 2 - s ** 2, 0.0) ** 0.5, x)
+    _, eps = _eps(denoise, process, x / (s ** 2 + 1) ** 0.5, t)
+    pred = x - s_hat * eps
+    d = (x - pred) / s_hat
+    return x + d * (s_next - s_hat)
+
+  return jax.lax.fori_loop(0, n, body, _karras_start(process, level_of, n, fixed) * noise)
+
+
+def heun(denoise, process: DiscreteProcess, noise, rng, steps, churn=0.0, timesteps=None,
+         sigmas=None):
+  """HeunDiscreteScheduler: n - 1 Heun steps and a last Euler step to sigma 0, in x / alpha."""
+  del rng
+  if not (isinstance(churn, (int, float)) and churn == 0):
+    raise ValueError("diffusers' Heun scheduler has no churn: --churn applies to euler here")
+  n, t_of, level_of, fixed = _grid(process, steps, timesteps, sigmas, "karras")
+
+  def derivative(x, s, t):
+    _, eps = _eps(denoise, process, x / (s ** 2 + 1) ** 0.5, t)
+    pred = x - s * eps
+    return (x - pred) / s
+
+  def body(i, x):
+    s, s_next = level_of(i), level_of(i + 1)
+    d = derivative(x, s, t_of(i))
+    dt = s_next - s
+    x_next = x + d * dt
+
+    def second(_):
+      d2 = derivative(x_next, s_next, t_of(i + 1))
+      return x + (d + d2) / 2 * dt
+
+    return jax.lax.cond(i + 1 < n, second, lambda _: x_next, None)
+
+  return jax.lax.fori_loop(0, n, body, _karras_start(process, level_of, n, fixed) * noise)
+
+
+def dpmpp_2m(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None,
+             sigmas=None):
+  """DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, final sigma 0), from
+  x = noise: first order at the first and the last step."""
+  del rng
+  n, t_of, level_of, _ = _grid(process, steps, timesteps, sigmas, "dpm")
+
+  def vp(s):  # _sigma_to_alpha_sigma_t, and lambda = log alpha - log sigma.
+    a = 1 / (s ** 2 + 1) ** 0.5
+    sv = s * a
+    return a, sv, jnp.log(a) - jnp.log(sv)
+
+  def body(i, carry):
+    x, m_prev = carry
+    a_s, s_s, l_s = vp(level_of(i))
+    a_t, s_t, l_t = vp(level_of(i + 1))
+    _, _, l_p = vp(level_of(jnp.maximum(i - 1, 0)))
+    _, eps = _eps(denoise, process, x, t_of(i))
+    m = (x - s_s * eps) / a_s
+    h = l_t - l_s
+    first = (s_t / s_s) * x - (a_t * (jnp.exp(-h) - 1.0)) * m
+    r0 = (l_s - l_p) / h
+    d1 = (1.0 / r0) * (m - m_prev)
+    second = ((s_t / s_s) * x - (a_t * (jnp.exp(-h) - 1.0)) * m
+              - 0.5 * (a_t * (jnp.exp(-h) - 1.0)) * d1)
+    return jnp.where((i == 0) | (i == n - 1), first, second), m
+
+  x, _ = jax.lax.fori_loop(0, n, body, (noise, jnp.zeros_like(noise)))
+  return x
+
+
+SAMPLERS = {"ddim": ddim, "ddpm": ddpm, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}
