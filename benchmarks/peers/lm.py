@@ -35,10 +35,10 @@ def gpt2_like(config, spec) -> GPT2LMHeadModel:
                      "embeddings and biases: set those in the config")
   if m.dtype != "float32":
     raise ValueError("the peers compare float32: add --config.model.dtype=float32")
-  cfg = GPT2Config(vocab_size=spec.vocab_size, n_positions=spec.shape[0], n_embd=m.width,
+  cfg = GPT2Config(vocab_size=spec.extra["vocab_size"], n_positions=spec.shape[0], n_embd=m.width,
                    n_layer=m.num_layers, n_head=m.num_heads, activation_function="gelu_new",
                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
-                   eos_token_id=spec.vocab_size - 1, pad_token_id=spec.vocab_size - 1)
+                   eos_token_id=spec.extra["vocab_size"] - 1, pad_token_id=spec.extra["vocab_size"] - 1)
   return GPT2LMHeadModel(cfg).eval()
 
 
@@ -62,7 +62,7 @@ def train_fn(model, config, spec, batch: int, compiled: bool):
   groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": o.weight_decay},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
   opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.b1, o.b2), eps=1e-8)
-  tokens = torch.randint(0, spec.vocab_size, (batch, spec.shape[0] + 1))
+  tokens = torch.randint(0, spec.extra["vocab_size"], (batch, spec.shape[0] + 1))
   x, y = tokens[:, :-1], tokens[:, 1:]
   model.train()
   forward = torch.compile(model) if compiled else model
