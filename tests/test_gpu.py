@@ -104,7 +104,7 @@ def decoding_gap(device) -> float:
     tokens, logits = decode(params, jax.random.key(1))
     # Within the context no slide happens: the logits at t come from tokens[:, :t + 1].
     full = jax.jit(lambda p, x: lm.logits(net, p, x))(params, tokens[:, :-1])
-  assert list(tokens.devices())[0] == device
+  assert tokens.devices() == {device}
   return float(jnp.max(jnp.abs(logits[:, 1:] - full[:, 1:])))
 
 
