@@ -116,6 +116,8 @@ def prepare_imports() -> dict:
         sys.path.insert(0, stub)
         os.environ["PYTHONPATH"] = stub + os.pathsep + os.environ["PYTHONPATH"]
         out[name] += "; a placeholder stands in"
+  import gen
+  out["gen"] = os.path.dirname(os.path.abspath(gen.__file__))  # This checkout's, or another?
   return out
 
 

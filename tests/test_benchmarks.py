@@ -170,6 +170,7 @@ def test_gpu_script_smoke(tmp_path):
   assert report["smoke"] and not report["errors"]
   assert report["imports"]["grain"].startswith("missing") and "placeholder" in \
       report["imports"]["grain"]
+  assert report["imports"]["gen"] == os.path.join(ROOT, "gen")
   res = report["results"]
   peak = res["peaks"]
   assert peak["dtype"] == "bfloat16" and peak["matmul_flops_per_s"] > 0
