@@ -2,7 +2,6 @@
 sampling filters, sliding past the context, music serialization, and clear errors."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
