@@ -2,13 +2,17 @@
 
 See `gen.diffusion.objectives` for the processes and what the network predicts,
 `gen.diffusion.samplers` for the samplers, `gen.diffusion.pipeline` for training (denoisers,
-and noise-conditional classifiers with `model.kind = "classifier"`), and
-`gen.diffusion.guidance` for classifier-free and classifier guidance.
+and noise-conditional classifiers with `model.kind = "classifier"`),
+`gen.diffusion.guidance` for classifier-free and classifier guidance, and `gen.diffusion.hf` for
+diffusers' UNet2DModel as a workdir (`gen import`).
 """
 
+from gen.diffusion import hf
 from gen.diffusion.pipeline import make
+
+IMPORTERS = (hf.IMPORTER,)  # `gen import`: diffusers' UNet2DModel (DDPM layout) and scheduler.
 
 # What runs saved before a key existed had (a restart compares configs with these filled in).
 KEYS_ADDED = {"model.dtype": "float32"}
 
-__all__ = ["KEYS_ADDED", "make"]
+__all__ = ["IMPORTERS", "KEYS_ADDED", "make"]

@@ -32,11 +32,13 @@ diffusers' `_sigma_to_t`) replaces the spacing; the list's length is the step co
 The samplers (`gen.diffusion.samplers` hands a discrete process to them) follow diffusers'
 step functions operation for operation, with the network's eps recovered from the denoiser
 as eps_hat = (x - alpha x0_hat) / sigma:
-- `ddim`: DDIMScheduler; the previous timestep is t - N // n (diffusers' rule, whatever the
+- `ddim`: DDIMScheduler (with `clip_sample`, x0_hat clipped to [-clip_sample_range,
+  clip_sample_range] and eps left as the network's, as diffusers does unless
+  use_clipped_model_output); the previous timestep is t - N // n (diffusers' rule, whatever the
   spacing; with a fixed list, the next entry), and past 0 alphas_cumprod is 1
   (`set_alpha_to_one`) or alphas_cumprod[0]. eta scales the noise (eta = 1 with the same
   noise is DDPM-like). Starts from x = noise.
-- `ddpm`: DDPMScheduler ("fixed_small" variance, the next timestep of the grid, no noise at
+- `ddpm`: DDPMScheduler ("fixed_small" variance, x0_hat clipped with `clip_sample`, the next timestep of the grid, no noise at
   t = 0).
 - `euler`, `heun`: EulerDiscreteScheduler / HeunDiscreteScheduler in the coordinates
   x / alpha, starting from sigma_max * noise (`linspace`, `trailing`) or
@@ -112,6 +114,8 @@ class DiscreteProcess(Process):
 
   alphas_cumprod: float32 [N]. spacing, steps_offset: the default timestep spacing.
   set_alpha_to_one: DDIM's alphas_cumprod past timestep 0 (1, else alphas_cumprod[0]).
+  clip_sample: r > 0 clips x0_hat to [-r, r] in the DDIM and DDPM steps (diffusers'
+  clip_sample with clip_sample_range r; DDIM's eps stays the network's).
   timesteps / sigmas: a fixed grid that replaces the spacing (None: use the spacing).
   """
 
@@ -121,6 +125,7 @@ class DiscreteProcess(Process):
   set_alpha_to_one: bool = True
   timesteps: tuple | None = None
   sigmas: tuple | None = None
+  clip_sample: float = 0.0  # DDIM's and DDPM's clip of x0_hat to [-r, r]; 0: none.
 
   @property
   def num_train_timesteps(self) -> int:
@@ -146,13 +151,16 @@ def _sigmas_np(ac: np.ndarray) -> np.ndarray:
 def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: int = 1000,
                           beta_start: float = 1e-4, beta_end: float = 0.02,
                           timestep_spacing: str = "leading", steps_offset: int = 0,
-                          set_alpha_to_one: bool = True, timesteps=None, sigmas=None
+                          set_alpha_to_one: bool = True, timesteps=None, sigmas=None,
+                          clip_sample: bool = False, clip_sample_range: float = 1.0
                           ) -> DiscreteProcess:
   """The process of diffusers' table (see the module docstring); arguments as diffusers'
   scheduler configs name them. Errors (ValueError) name the diffusion.discrete key."""
   if timestep_spacing not in SPACINGS:
     raise ValueError(f"diffusion.discrete.timestep_spacing must be one of "
                      f"{', '.join(SPACINGS)}, got '{timestep_spacing}'")
+  if clip_sample and not clip_sample_range > 0:
+    raise ValueError(f"diffusion.discrete.clip_sample_range must be > 0, got {clip_sample_range}")
   if int(steps_offset) != steps_offset or steps_offset < 0:
     raise ValueError(f"diffusion.discrete.steps_offset must be an integer >= 0, got "
                      f"{steps_offset}")
@@ -193,7 +201,8 @@ def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: in
       "discrete", alpha_sigma, t_of_level, lambda t: t / TIME_SCALE,
       lambda c: c * TIME_SCALE, grid, sample_t, (float(lev_np[1]), float(lev_np[-1])),
       alphas_cumprod=ac, spacing=timestep_spacing, steps_offset=int(steps_offset),
-      set_alpha_to_one=bool(set_alpha_to_one), timesteps=timesteps, sigmas=sigmas)
+      set_alpha_to_one=bool(set_alpha_to_one), timesteps=timesteps, sigmas=sigmas,
+      clip_sample=float(clip_sample_range) if clip_sample else 0.0)
 
 
 def _fixed(values, name, n_train):
@@ -368,6 +377,11 @@ def _zero(v) -> bool:
   return isinstance(v, (int, float)) and v == 0
 
 
+def _clipped(process: DiscreteProcess, x0):
+  r = process.clip_sample
+  return jnp.clip(x0, -r, r) if r else x0
+
+
 def _noise(rng, i, shape):
   return jax.random.normal(jax.random.fold_in(rng, i), shape)
 
@@ -389,6 +403,7 @@ def ddim(denoise, process: DiscreteProcess, noise, rng, steps, eta=0.0, timestep
     a_t = ac[ti]
     a_p = jnp.where(pi >= 0, ac[jnp.maximum(pi, 0)], final)
     x0, eps = _eps(denoise, process, x, t)
+    x0 = _clipped(process, x0)
     variance = (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
     std = eta * variance ** 0.5
     x_prev = a_p ** 0.5 * x0 + (1 - a_p - std ** 2) ** 0.5 * eps
@@ -410,7 +425,7 @@ def ddpm(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None):
     beta_t, beta_p = 1 - a_t, 1 - a_p
     cur_alpha = a_t / a_p
     cur_beta = 1 - cur_alpha
-    x0, _ = _eps(denoise, process, x, t)
+    x0 = _clipped(process, _eps(denoise, process, x, t)[0])
     mean = (a_p ** 0.5 * cur_beta) / beta_t * x0 + cur_alpha ** 0.5 * beta_p / beta_t * x
     variance = jnp.maximum(beta_p / beta_t * cur_beta, 1e-20)
     return mean + jnp.where(t > 0, variance ** 0.5, 0.0) * _noise(rng, i, x.shape)

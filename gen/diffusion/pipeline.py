@@ -3,8 +3,9 @@
 `diffusion.objective` (eps | v | x0 | edm | flow) fixes what the network predicts and, with
 `diffusion.schedule` (linear | cosine, for eps / v / x0), the noising process; see
 `gen.diffusion.objectives`. `model.arch` picks the backbone (`unet` or `dit`, settings in
-`model.unet` / `model.dit`); `model.dtype` (float32 | bfloat16) its compute dtype, with
-float32 parameters, loss and sampler state (see `gen.diffusion.models`). A training step
+`model.unet` / `model.dit`; or `unet2d`, diffusers' UNet2DModel with its config fields in
+`model.unet2d`, which `gen import` writes: see `gen.diffusion.hf`); `model.dtype` (float32 |
+bfloat16) its compute dtype, with float32 parameters, loss and sampler state (see `gen.diffusion.models`). A training step
 draws a time t per example from the process's training distribution, noises the batch and
 regresses the network's raw output on its target (mean squared error per dimension, the
 `loss` metric). `eval_step` reports, per test image, that loss and `x0_mse`, the squared
@@ -53,9 +54,10 @@ from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
+from gen.diffusion.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
 
 SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
-ARCHS = ("unet", "dit")
+ARCHS = ("unet", "dit", "unet2d")  # unet2d: diffusers' UNet2DModel (gen.diffusion.unet2d).
 DIT_POSITIONS = ("sincos", "learned")
 KINDS = ("denoiser", "classifier")
 # Noise levels s = sigma / alpha at which a classifier's eval reports its accuracy.
@@ -124,7 +126,9 @@ def _check(config, spec: DataSpec):
   if m.get("dtype", "float32") not in DTYPES:
     raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{m.dtype}'")
   h, w, _ = spec.shape
-  if m.arch == "unet":
+  if m.arch == "unet2d":
+    _check_unet2d(m, h, w)
+  elif m.arch == "unet":
     f = 2 ** (len(m.unet.channel_mult) - 1)
     if h % f or w % f:
       raise ConfigError(f"image size {h}x{w} must be divisible by {f}: the UNet halves it "
@@ -140,6 +144,41 @@ def _check(config, spec: DataSpec):
     if m.dit.dim % m.dit.heads:
       raise ConfigError(f"model.dit.dim = {m.dit.dim} must be divisible by model.dit.heads = "
                         f"{m.dit.heads}")
+
+
+def _check_unet2d(m, h: int, w: int):
+  """model.unet2d: the diffusers UNet2DModel fields gen.diffusion.unet2d builds."""
+  u = m.unet2d
+  boc, down, up = tuple(u.block_out_channels), tuple(u.down_block_types), tuple(u.up_block_types)
+  if m.get("kind", "denoiser") != "denoiser":
+    raise ConfigError("model.arch='unet2d' (diffusers' UNet2DModel) is a denoiser: "
+                      "model.kind must be 'denoiser'")
+  if m.get("conditional", False):
+    raise ConfigError("model.arch='unet2d' is unconditional: model.conditional must be False")
+  if not boc or len(down) != len(boc) or len(up) != len(boc):
+    raise ConfigError("model.unet2d.block_out_channels, down_block_types and up_block_types "
+                      f"must have the same (nonzero) length, got {len(boc)}, {len(down)}, "
+                      f"{len(up)}")
+  for name, types, known in (("down_block_types", down, DOWN_BLOCKS),
+                             ("up_block_types", up, UP_BLOCKS)):
+    if any(t not in known for t in types):
+      raise ConfigError(f"model.unet2d.{name} must be of {', '.join(known)}, got {types}")
+  groups = [u.norm_num_groups] + ([u.attn_norm_num_groups] if u.attn_norm_num_groups else [])
+  if any(g < 1 or c % g for c in boc for g in groups):
+    raise ConfigError(f"model.unet2d.norm_num_groups = {u.norm_num_groups} (and "
+                      f"attn_norm_num_groups = {u.attn_norm_num_groups}) must divide every "
+                      f"block_out_channels {boc}")
+  if u.attention_head_dim < 0 or (u.attention_head_dim and any(
+      c % u.attention_head_dim for c in boc)):
+    raise ConfigError(f"model.unet2d.attention_head_dim = {u.attention_head_dim} must divide "
+                      f"every block_out_channels {boc} (0: one head)")
+  if u.layers_per_block < 1 or u.downsample_padding not in (0, 1):
+    raise ConfigError("model.unet2d.layers_per_block must be >= 1 and downsample_padding 0 or "
+                      f"1, got {u.layers_per_block}, {u.downsample_padding}")
+  f = 2 ** (len(boc) - 1)
+  if h % f or w % f:
+    raise ConfigError(f"image size {h}x{w} must be divisible by {f}: the UNet halves it "
+                      f"{len(boc) - 1} times (len(model.unet2d.block_out_channels) - 1)")
 
 
 def _check_denoiser(config, spec: DataSpec):
@@ -158,6 +197,14 @@ def _network(m, out: int, num_classes: int, classifier: bool):
   """The backbone (`model.arch`): a denoiser with `out` channels, or a classifier's encoder
   with `out` classes, computing in `model.dtype` (float32 params and outputs either way)."""
   dtype = DTYPES[m.get("dtype", "float32")]
+  if m.arch == "unet2d":
+    u = m.unet2d
+    return UNet2D(out, tuple(u.block_out_channels),
+                  tuple(DOWN_BLOCKS[b] for b in u.down_block_types),
+                  tuple(UP_BLOCKS[b] for b in u.up_block_types), u.layers_per_block,
+                  u.attention_head_dim, u.norm_num_groups, u.attn_norm_num_groups, u.norm_eps,
+                  u.flip_sin_to_cos, u.freq_shift, u.downsample_padding,
+                  u.mid_block_scale_factor, m.dropout, dtype=dtype)
   if m.arch == "unet":
     u = m.unet
     cls = UNetClassifier if classifier else UNet
@@ -561,5 +608,5 @@ def make_classifier(config, spec: DataSpec) -> Pipeline:
 
 
 def _compiler_options(m) -> dict:
-  """The UNet is a convolutional network (`gen.core.xla.CONVNET_CPU`); the DiT is not."""
-  return dict(xla.CONVNET_CPU) if m.arch == "unet" else {}
+  """The UNets are convolutional networks (`gen.core.xla.CONVNET_CPU`); the DiT is not."""
+  return dict(xla.CONVNET_CPU) if m.arch in ("unet", "unet2d") else {}
