@@ -268,3 +268,42 @@ def test_peers_random_unet2d_matches_diffusers_live(tmp_path, capsys):
   # sample must be as close to the float64 loop as diffusers' float32 loop is, within 2x.
   assert d["unet"] <= UNET_TOL, d
   assert d["raw64"] <= max(RAW_TOL, 2 * d["ref64"]), d
+
+
+def test_integer_timesteps_are_embedded_exactly():
+  """cond = t / 1000 in float32 does not always give back t when multiplied by 1000 (10 of
+  the integers below 1000 miss by an ulp); the UNet2D takes the nearest integer there."""
+  from gen.diffusion import unet2d
+
+  t = np.arange(1000, dtype=np.float32)
+  cond = t / np.float32(1000.0)
+  assert np.sum(cond * np.float32(1000.0) != t) > 0
+  np.testing.assert_array_equal(np.asarray(unet2d.timestep_of(cond)), t)
+  frac = np.array([0.25, 17.5, 998.75], np.float32)  # (Euler's fractional timesteps stay.)
+  np.testing.assert_allclose(np.asarray(unet2d.timestep_of(frac / np.float32(1000))), frac,
+                             rtol=1e-6)
+
+
+def test_unet2d_configs_are_checked(imported):
+  """model.arch='unet2d' settings gen cannot build are config errors naming the key."""
+  from gen.core.config import ConfigError
+  from gen.core.pipeline import DataSpec
+
+  config = train_lib.load_workdir(imported)[0]
+  cases = {"model.unet2d.norm_num_groups": ("model.unet2d.norm_num_groups", 3),
+           "model.unet2d.up_block_types": ("model.unet2d.up_block_types",
+                                           ("UpBlock2D", "CrossAttnUpBlock2D")),
+           "model.unet2d.attention_head_dim": ("model.unet2d.attention_head_dim", 5),
+           "model.kind": ("model.kind", "classifier"),
+           "model.conditional": ("model.conditional", True)}
+  for needle, (key, value) in cases.items():
+    c = type(config)(config.to_dict())
+    node = c
+    *path, leaf = key.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+      diffusion.make(c, DataSpec((8, 8, 3), 1, "scale"))
+  with pytest.raises(ConfigError, match="image size 5x5 must be divisible by 2"):
+    diffusion.make(config, DataSpec((5, 5, 3), 0, "scale"))
