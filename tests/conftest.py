@@ -91,3 +91,14 @@ def tiny_lm(**overrides):
   config_lib.apply_overrides(c, {**TINY_LM, "model.dropout": 0.0, **overrides})
   config_lib.validate(c)
   return c
+
+
+def fixture_script(name: str):
+  """tests/fixtures/NAME.py as a module (the scripts that make the committed fixtures)."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tests", "fixtures",
+                                                                   f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

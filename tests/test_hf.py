@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, fixture_script
 
 from gen import cli
 from gen.core import config as config_lib
@@ -263,11 +263,7 @@ peers = pytest.mark.skipif(not HAVE_PEERS, reason="needs torch and transformers"
 
 
 def _maker():
-  spec = importlib.util.spec_from_file_location(
-      "make_hf_gpt2", os.path.join(ROOT, "tests", "fixtures", "make_hf_gpt2.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return fixture_script('make_hf_gpt2')
 
 
 @peers

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import os
 import pkgutil
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 # Packages of gen that are not families.
 NOT_FAMILIES = ("core", "nn", "eval")
@@ -85,3 +88,96 @@ def write_new_workdir(workdir: str, fill: Callable[[str], str]) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return summary
+
+
+def frozen_run(c) -> None:
+  """Sets `c`'s optimizer and trainer for weights that are sampled, evaluated and started
+  from (`init_from`), not trained in place: a stateless optimizer keeps the checkpoint to the
+  params alone."""
+  c.optim.name = "sgd"
+  c.optim.lr = 0.0
+  c.optim.b1 = 0.0
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"
+  c.optim.grad_clip = 0.0
+  c.optim.ema_decay = 0.0
+  c.train.num_steps = 0
+
+
+def finish_config(config, overrides: Sequence[str]):
+  """`config` with the user's `--config.a.b=VALUE` overrides, validated and locked."""
+  from gen.core import config as config_lib
+
+  config_lib.apply_overrides(config, overrides)
+  config_lib.validate(config)
+  config.lock()
+  return config
+
+
+def save_workdir(workdir: str, config, spec, pipeline, params) -> int:
+  """Writes a workdir as a training run leaves it at step 0 (config.json, the data spec, a
+  checkpoint of `pipeline.init`'s state holding `params`); returns the number of params.
+  `params` must have the tree and shapes `pipeline.init` makes (the importer checks)."""
+  import jax
+
+  from gen.core import config as config_lib
+  from gen.core.checkpoint import Checkpointer
+  from gen.core.train import CONFIG_FILE
+
+  example = spec.example_batch(1)
+  state = jax.jit(pipeline.init)(jax.random.key(config.seed), example)
+  state = state.replace(params=jax.tree.map(jax.numpy.asarray, params))
+  config_lib.save_json(config, os.path.join(workdir, CONFIG_FILE))
+  spec.save(workdir)
+  ckpt = Checkpointer(workdir, keep=1, async_save=False)
+  try:
+    ckpt.save(0, state, {"step": 0})
+    ckpt.wait()
+  finally:
+    ckpt.close()
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def load_safetensors(path: str) -> dict[str, np.ndarray]:
+  """The tensors of a safetensors file (numpy arrays), or an InputError naming it."""
+  from safetensors.numpy import load_file
+
+  if not os.path.isfile(path):
+    raise InputError(f"{path}: missing")
+  try:
+    return load_file(path)
+  except Exception as e:  # noqa: BLE001  A bad header, a truncated file, bf16 (not in numpy).
+    raise InputError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def load_torch(path: str, safetensors_name: str) -> dict[str, np.ndarray]:
+  """The tensors of a PyTorch state dict (float32 numpy arrays; needs torch), or an
+  InputError naming it; the message suggests saving `safetensors_name` instead."""
+  try:
+    import torch
+  except ImportError:
+    raise InputError(f"{path}: reading it needs torch (pip install torch), or save the model "
+                     f"with safetensors ({safetensors_name})") from None
+  try:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # noqa: BLE001  Whatever the unpickler raises.
+    raise InputError(f"{path}: not a readable PyTorch state dict ({type(e).__name__})") from None
+  if not isinstance(state, dict):
+    raise InputError(f"{path}: expected a state dict, got a {type(state).__name__}")
+  return {k: v.detach().to(torch.float32).numpy() if v.is_floating_point() else v.numpy()
+          for k, v in state.items()}
+
+
+def read_json(path: str) -> dict:
+  """A JSON object from `path`, or an InputError naming it."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      d = json.load(f)
+  except FileNotFoundError:
+    raise InputError(f"{path}: missing") from None
+  except (OSError, ValueError, UnicodeDecodeError) as e:
+    raise InputError(f"{path}: not readable JSON ({e})") from None
+  if not isinstance(d, dict):
+    raise InputError(f"{path}: expected a JSON object")
+  return d

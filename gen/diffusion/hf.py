@@ -42,10 +42,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gen.core import config as config_lib
-from gen.core.checkpoint import Checkpointer
 from gen.core.config import ConfigDict, base_config
-from gen.core.interop import Importer, InputError
+from gen.core.interop import (Importer, InputError, finish_config, frozen_run, load_safetensors,
+                              load_torch, read_json, save_workdir)
 from gen.core.pipeline import DataSpec
 from gen.diffusion import unet2d
 from gen.diffusion.discrete import BETA_SCHEDULES, SPACINGS
@@ -79,19 +78,6 @@ SCHEDULER_READ = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedul
 SCHEDULER_OBSOLETE = ("tensor_format", "timestep_values")
 
 
-def _read_json(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      d = json.load(f)
-  except FileNotFoundError:
-    raise InputError(f"{path}: missing") from None
-  except (OSError, ValueError, UnicodeDecodeError) as e:
-    raise InputError(f"{path}: not readable JSON ({e})") from None
-  if not isinstance(d, dict):
-    raise InputError(f"{path}: expected a JSON object")
-  return d
-
-
 def model_folder(folder: str) -> str:
   """Where the UNet's config.json is: `folder`, or a pipeline folder's `unet/`."""
   if not os.path.isfile(os.path.join(folder, CONFIG)) and os.path.isdir(
@@ -107,7 +93,7 @@ def scheduler_path(folder: str) -> str:
 
 def recognizes(folder: str) -> bool:
   try:
-    return _read_json(os.path.join(model_folder(folder), CONFIG)).get("_class_name") == \
+    return read_json(os.path.join(model_folder(folder), CONFIG)).get("_class_name") == \
         MODEL_CLASS
   except InputError:
     return False
@@ -127,7 +113,7 @@ def _positive_int(v) -> bool:
 def read_config(folder: str) -> dict:
   """The `model.unet2d` fields and image shape of `folder/config.json`, each field checked."""
   path = os.path.join(model_folder(folder), CONFIG)
-  d = _read_json(path)
+  d = read_json(path)
 
   def refuse(field, why):
     raise InputError(f"{path}: {field}={d.get(field)!r} is not supported ({why})")
@@ -211,7 +197,7 @@ def read_config(folder: str) -> dict:
 def read_scheduler(folder: str) -> dict:
   """`diffusion.objective` and the `diffusion.discrete` keys of the scheduler's config."""
   path = scheduler_path(folder)
-  d = _read_json(path)
+  d = read_json(path)
 
   def refuse(field, why):
     raise InputError(f"{path}: {field}={d.get(field)!r} is not supported ({why})")
@@ -269,41 +255,15 @@ def read_scheduler(folder: str) -> dict:
 # ----------------------------------------------------------------------------- weights
 
 
-def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file
-
-  try:
-    return load_file(path)
-  except Exception as e:  # noqa: BLE001  A bad header, a truncated file, bf16 (not in numpy).
-    raise InputError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
-
-
-def _load_torch(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch
-  except ImportError:
-    raise InputError(f"{path}: reading it needs torch (pip install torch), or save the model "
-                     f"with safetensors ({SAFETENSORS})") from None
-  try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # noqa: BLE001  Whatever the unpickler raises.
-    raise InputError(f"{path}: not a readable PyTorch state dict ({type(e).__name__})") from None
-  if not isinstance(state, dict):
-    raise InputError(f"{path}: expected a state dict, got a {type(state).__name__}")
-  return {k: v.detach().to(torch.float32).numpy() if v.is_floating_point() else v.numpy()
-          for k, v in state.items()}
-
-
 def read_tensors(folder: str) -> tuple[dict[str, np.ndarray], str]:
   """The UNet's tensors and the file they came from."""
   where = model_folder(folder)
   path = os.path.join(where, SAFETENSORS)
   if os.path.isfile(path):
-    return _load_safetensors(path), path
+    return load_safetensors(path), path
   path = os.path.join(where, TORCH_BIN)
   if os.path.isfile(path):
-    return _load_torch(path), path
+    return load_torch(path, SAFETENSORS), path
   raise InputError(f"{where}: no weights ({SAFETENSORS} or {TORCH_BIN})")
 
 
@@ -385,15 +345,7 @@ def workdir_config(a: dict, s: dict) -> ConfigDict:
   c.diffusion.clip_denoised = False  # The scheduler's clip_sample is diffusion.discrete's.
   c.diffusion.classifier_scale = 1.0
 
-  # The workdir holds weights to sample, evaluate and start from; it is not trained in place.
-  c.optim.name = "sgd"
-  c.optim.lr = 0.0
-  c.optim.b1 = 0.0
-  c.optim.warmup_steps = 0
-  c.optim.schedule = "constant"
-  c.optim.grad_clip = 0.0
-  c.optim.ema_decay = 0.0
-  c.train.num_steps = 0
+  frozen_run(c)  # Weights to sample, evaluate and start from; not trained in place.
   c.train.num_samples = 16
   return c
 
@@ -402,32 +354,18 @@ def write(folder: str, workdir: str, overrides: Sequence[str] = ()) -> str:
   """Reads and checks everything in `folder`, then writes the gen workdir into `workdir`."""
   import jax
 
-  from gen.core.train import CONFIG_FILE
   from gen.diffusion.pipeline import make
 
   a = read_config(folder)
   s = read_scheduler(folder)
   tensors, path = read_tensors(folder)
-  config = workdir_config(a, s)
-  config_lib.apply_overrides(config, overrides)
-  config_lib.validate(config)
-  config.lock()
+  config = finish_config(workdir_config(a, s), overrides)
   spec = DataSpec.images(a["shape"], 0, "scale")
   pipeline = make(config, spec)
   example = spec.example_batch(1)
   abstract = jax.eval_shape(pipeline.init, jax.random.key(config.seed), example)
   params = to_params(tensors, path, abstract.params)
-  state = jax.jit(pipeline.init)(jax.random.key(config.seed), example)
-  state = state.replace(params=jax.tree.map(jax.numpy.asarray, params))
-  config_lib.save_json(config, os.path.join(workdir, CONFIG_FILE))
-  spec.save(workdir)
-  ckpt = Checkpointer(workdir, keep=1, async_save=False)
-  try:
-    ckpt.save(0, state, {"step": 0})
-    ckpt.wait()
-  finally:
-    ckpt.close()
-  n = sum(x.size for x in jax.tree.leaves(params))
+  n = save_workdir(workdir, config, spec, pipeline, params)
   h, w, ch = a["shape"]
   u = a["unet2d"]
   return (f"UNet2DModel from {folder}: {h}x{w}x{ch} images, block_out_channels "

@@ -30,16 +30,14 @@ scaled by 1/sqrt(head_dim). A config.json field gen's GPT cannot express is refu
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from gen.core import config as config_lib
-from gen.core.checkpoint import Checkpointer
 from gen.core.config import ConfigDict, base_config
-from gen.core.interop import Importer, InputError
+from gen.core.interop import (Importer, InputError, finish_config, frozen_run, load_safetensors,
+                              load_torch, read_json, save_workdir)
 from gen.lm.data import bpe, token_spec
 from gen.lm.pipeline import make
 
@@ -51,22 +49,9 @@ ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh")  # The same tanh approximation o
 ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model")
 
 
-def _read_json(path: str) -> dict:
-  try:
-    with open(path, encoding="utf-8") as f:
-      d = json.load(f)
-  except FileNotFoundError:
-    raise InputError(f"{path}: missing") from None
-  except (OSError, ValueError, UnicodeDecodeError) as e:
-    raise InputError(f"{path}: not readable JSON ({e})") from None
-  if not isinstance(d, dict):
-    raise InputError(f"{path}: expected a JSON object")
-  return d
-
-
 def recognizes(folder: str) -> bool:
   try:
-    return _read_json(os.path.join(folder, CONFIG)).get("model_type") == "gpt2"
+    return read_json(os.path.join(folder, CONFIG)).get("model_type") == "gpt2"
   except InputError:
     return False
 
@@ -77,7 +62,7 @@ def recognizes(folder: str) -> bool:
 def read_config(folder: str) -> dict:
   """The architecture of `folder/config.json`, each field checked against what gen's GPT does."""
   path = os.path.join(folder, CONFIG)
-  d = _read_json(path)
+  d = read_json(path)
 
   def refuse(field, why):
     raise InputError(f"{path}: {field}={d.get(field)!r} is not supported ({why})")
@@ -141,52 +126,24 @@ def expected_shapes(a: dict) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
-def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-  from safetensors.numpy import load_file
-
-  if not os.path.isfile(path):
-    raise InputError(f"{path}: missing")
-  try:
-    return load_file(path)
-  except Exception as e:  # noqa: BLE001  A bad header, a truncated file, bf16 (not in numpy).
-    raise InputError(f"{path}: not a readable safetensors file ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
-
-
-def _load_torch(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch
-  except ImportError:
-    raise InputError(f"{path}: reading it needs torch (pip install torch), or save the model "
-                     f"with safetensors ({SAFETENSORS})") from None
-  try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # noqa: BLE001  Whatever the unpickler raises.
-    raise InputError(f"{path}: not a readable PyTorch state dict ({type(e).__name__})") from None
-  if not isinstance(state, dict):
-    raise InputError(f"{path}: expected a state dict, got a {type(state).__name__}")
-  return {k: v.detach().to(torch.float32).numpy() if v.is_floating_point() else v.numpy()
-          for k, v in state.items()}
-
-
 def read_tensors(folder: str) -> dict[str, tuple[np.ndarray, str]]:
   """Every tensor of the folder's weights: `{name: (array, file it came from)}`."""
   index = os.path.join(folder, SAFETENSORS_INDEX)
   if os.path.isfile(os.path.join(folder, SAFETENSORS)):
     files = [os.path.join(folder, SAFETENSORS)]
   elif os.path.isfile(index):
-    weight_map = _read_json(index).get("weight_map")
+    weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict):
       raise InputError(f"{index}: no weight_map")
     files = [os.path.join(folder, f) for f in sorted(set(weight_map.values()))]
   elif os.path.isfile(os.path.join(folder, TORCH_BIN)):
     path = os.path.join(folder, TORCH_BIN)
-    return {k: (v, path) for k, v in _load_torch(path).items()}
+    return {k: (v, path) for k, v in load_torch(path, SAFETENSORS).items()}
   else:
     raise InputError(f"{folder}: no weights ({SAFETENSORS}, {SAFETENSORS_INDEX} or {TORCH_BIN})")
   out = {}
   for path in files:
-    for k, v in _load_safetensors(path).items():
+    for k, v in load_safetensors(path).items():
       if k in out:
         raise InputError(f"{path}: tensor {k} is also in {out[k][1]}")
       out[k] = (v, path)
@@ -266,7 +223,7 @@ def read_tokenizer(folder: str, a: dict) -> bpe.ByteBPETokenizer:
   vocab_path, merges_path = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
   tok_json = os.path.join(folder, "tokenizer.json")
   added = os.path.join(folder, "added_tokens.json")
-  if os.path.isfile(added) and _read_json(added):
+  if os.path.isfile(added) and read_json(added):
     raise InputError(f"{added}: tokens added beyond vocab.json are not supported")
   try:
     if os.path.isfile(vocab_path) or os.path.isfile(merges_path) or not os.path.isfile(tok_json):
@@ -324,16 +281,7 @@ def workdir_config(a: dict) -> ConfigDict:
   c.sample.top_p = 1.0
   c.sample.stride = 0
 
-  # The workdir holds weights to sample, evaluate and start from; it is not trained in place.
-  # A stateless optimizer keeps the checkpoint to the params alone.
-  c.optim.name = "sgd"
-  c.optim.lr = 0.0
-  c.optim.b1 = 0.0
-  c.optim.warmup_steps = 0
-  c.optim.schedule = "constant"
-  c.optim.grad_clip = 0.0
-  c.optim.ema_decay = 0.0
-  c.train.num_steps = 0
+  frozen_run(c)  # Weights to sample, evaluate and start from; not trained in place.
   c.train.num_samples = 2
   return c
 
@@ -342,15 +290,10 @@ def write(folder: str, workdir: str, overrides: Sequence[str] = ()) -> str:
   """Reads and checks everything in `folder`, then writes the gen workdir into `workdir`."""
   import jax
 
-  from gen.core.train import CONFIG_FILE
-
   a = read_config(folder)
   tokenizer = read_tokenizer(folder, a)
   params = to_params(read_tensors(folder), a)
-  config = workdir_config(a)
-  config_lib.apply_overrides(config, overrides)
-  config_lib.validate(config)
-  config.lock()
+  config = finish_config(workdir_config(a), overrides)
   spec = token_spec(a["n_positions"], tokenizer)
   pipeline = make(config, spec)
   example = spec.example_batch(1)
@@ -362,17 +305,7 @@ def write(folder: str, workdir: str, overrides: Sequence[str] = ()) -> str:
     diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     raise InputError(f"the config (with its overrides) builds another model than "
                      f"{os.path.join(folder, CONFIG)}: {', '.join(diff[:4])}")
-  state = jax.jit(pipeline.init)(jax.random.key(config.seed), example)
-  state = state.replace(params=jax.tree.map(jax.numpy.asarray, params))
-  config_lib.save_json(config, os.path.join(workdir, CONFIG_FILE))
-  spec.save(workdir)
-  ckpt = Checkpointer(workdir, keep=1, async_save=False)
-  try:
-    ckpt.save(0, state, {"step": 0})
-    ckpt.wait()
-  finally:
-    ckpt.close()
-  n = sum(x.size for x in jax.tree.leaves(params))
+  n = save_workdir(workdir, config, spec, pipeline, params)
   return (f"GPT-2 from {folder}: {a['n_layer']} layers, {a['n_head']} heads, width "
           f"{a['n_embd']}, context {a['n_positions']}, vocabulary {a['vocab_size']} "
           f"({n:,} params)")
