@@ -102,3 +102,11 @@ def fixture_script(name: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def cli_import(src, dest, *extra, capsys=None):
+  """`gen import --from=SRC --workdir=DEST`: its exit code and (with capsys) its stderr."""
+  from gen import cli
+
+  rc = cli.main(["import", f"--from={src}", f"--workdir={dest}", *extra])
+  return rc, capsys.readouterr().err if capsys is not None else ""

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, fixture_script
+from conftest import ROOT, cli_import, fixture_script
 
 from gen import cli
 from gen.core import train as train_lib
@@ -31,12 +31,6 @@ DDIM_TOL = 2e-5  # Max |DDIM sample difference|, in the pipeline's [0, 1] units.
 # sensitive: on the fixture diffusers' own float32 loop differs from its float64 one by
 # 1.1e-5, and from another float32 run (other kernels) by 1.7e-5; gen's from float64 by 1.5e-5.
 RAW_TOL = 4e-5
-
-
-def _import(src, dest, *extra, capsys=None):
-  rc = cli.main(["import", f"--from={src}", f"--workdir={dest}", *extra])
-  err = capsys.readouterr().err if capsys is not None else ""
-  return rc, err
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +178,7 @@ def test_bad_folders_are_one_line_errors_and_write_nothing(case, tmp_path, capsy
   shutil.copytree(FIXTURE, src)
   edit, needles = BAD[case]
   edit(str(src))
-  rc, err = _import(src, tmp_path / "out", capsys=capsys)
+  rc, err = cli_import(src, tmp_path / "out", capsys=capsys)
   assert rc == 2, err
   lines = err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("gen import: error: "), err
@@ -255,7 +249,7 @@ def test_peers_random_unet2d_matches_diffusers_live(tmp_path, capsys):
              "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
              "layers_per_block": 2, "attention_head_dim": None, "freq_shift": 0,
              "flip_sin_to_cos": True, "downsample_padding": 1, "mid_block_scale_factor": 2.0})
-  rc, err = _import(src, tmp_path / "w", capsys=capsys)
+  rc, err = cli_import(src, tmp_path / "w", capsys=capsys)
   assert rc == 0, err
   d = _compare(str(tmp_path / "w"), ref)
   print("peers: " + ", ".join(f"{k} {v:.1e}" for k, v in d.items()))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, fixture_script
+from conftest import ROOT, cli_import, fixture_script
 
 from gen import cli
 from gen.core import config as config_lib
@@ -30,12 +30,6 @@ FIXTURE = os.path.join(ROOT, "tests", "fixtures", "hf_gpt2")
 with open(os.path.join(FIXTURE, "reference.json"), encoding="utf-8") as _f:
   REF = json.load(_f)
 TOLERANCE = 1e-5  # Max |logit difference| in float32.
-
-
-def _import(src, dest, *extra, capsys=None):
-  rc = cli.main(["import", f"--from={src}", f"--workdir={dest}", *extra])
-  err = capsys.readouterr().err if capsys is not None else ""
-  return rc, err
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +153,7 @@ def test_sharded_safetensors_import_the_same(imported, tmp_path, capsys):
     save_file({k: tensors[k] for k in part}, str(src / file), metadata={"format": "pt"})
   _write_json(str(src / "model.safetensors.index.json"),
               {"weight_map": {k: f for f, part in shards.items() for k in part}})
-  rc, err = _import(src, tmp_path / "w", capsys=capsys)
+  rc, err = cli_import(src, tmp_path / "w", capsys=capsys)
   assert rc == 0, err
   got = train_lib.load_workdir(str(tmp_path / "w"))[3].params
   jax.tree.map(np.testing.assert_array_equal, got, train_lib.load_workdir(imported)[3].params)
@@ -238,7 +232,7 @@ def test_bad_folders_are_one_line_errors_and_write_nothing(case, tmp_path, capsy
   if edit is not None:
     edit(str(src))
   out = tmp_path / "out"
-  rc, err = _import(src, out, *extra, capsys=capsys)
+  rc, err = cli_import(src, out, *extra, capsys=capsys)
   assert rc == 2, err
   lines = err.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("gen import: error: "), err
@@ -251,7 +245,7 @@ def test_existing_workdir_is_refused(tmp_path, capsys):
   out = tmp_path / "out"
   out.mkdir()
   (out / "keep.txt").write_text("mine")
-  rc, err = _import(FIXTURE, out, capsys=capsys)
+  rc, err = cli_import(FIXTURE, out, capsys=capsys)
   assert rc == 2 and "already exists and is not empty" in err
   assert os.listdir(out) == ["keep.txt"]
 
@@ -281,7 +275,7 @@ def test_peers_random_gpt2_matches_transformers_live(kind, tmp_path, capsys):
     torch.save(load_file(os.path.join(src, "model.safetensors")),
                os.path.join(src, "pytorch_model.bin"))
     os.remove(os.path.join(src, "model.safetensors"))
-  rc, err = _import(src, tmp_path / "w", capsys=capsys)
+  rc, err = cli_import(src, tmp_path / "w", capsys=capsys)
   assert rc == 0, err
   full, cached, greedy = _compare(str(tmp_path / "w"), ref["prompt"], ref["greedy"],
                                   ref["logits"])
