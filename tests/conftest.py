@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax-tests"))
+# `gen` commands run by the tests use the same cache, not the user's (~/.cache/gen/jax).
+os.environ.setdefault("GEN_COMPILATION_CACHE", os.environ["JAX_COMPILATION_CACHE_DIR"])
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # The tests compile hundreds of small programs and run each for milliseconds: on CPU, LLVM's
 # optimization passes would take half the suite's time. Level 0 changes how fast the machine
