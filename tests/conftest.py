@@ -112,3 +112,14 @@ def cli_import(src, dest, *extra, capsys=None):
 
   rc = cli.main(["import", f"--from={src}", f"--workdir={dest}", *extra])
   return rc, capsys.readouterr().err if capsys is not None else ""
+
+
+def assert_one_line_error(rc, err, command, *needles):
+  """`gen COMMAND` failed as a usage error: exit code 2, one line `gen COMMAND: error: ...`
+  on stderr holding every needle. Returns that line."""
+  lines = err.strip().splitlines()
+  assert rc == 2, err
+  assert len(lines) == 1 and lines[0].startswith(f"gen {command}: error: "), err
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+  return lines[0]

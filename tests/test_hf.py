@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, cli_import, fixture_script
+from conftest import ROOT, assert_one_line_error, cli_import, fixture_script
 
 from gen import cli
 from gen.core import config as config_lib
@@ -233,11 +233,7 @@ def test_bad_folders_are_one_line_errors_and_write_nothing(case, tmp_path, capsy
     edit(str(src))
   out = tmp_path / "out"
   rc, err = cli_import(src, out, *extra, capsys=capsys)
-  assert rc == 2, err
-  lines = err.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("gen import: error: "), err
-  for needle in needles:
-    assert needle in lines[0], lines[0]
+  assert_one_line_error(rc, err, "import", *needles)
   assert sorted(os.listdir(tmp_path)) == ["src"]  # No workdir, no temporary folder.
 
 

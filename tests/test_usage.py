@@ -4,7 +4,7 @@ config files that fail, config values a family refuses, sampler and eval argumen
 import os
 
 import pytest
-from conftest import TINY_DIFFUSION, TINY_VAE, config_path, tiny_lm
+from conftest import TINY_DIFFUSION, TINY_VAE, assert_one_line_error, config_path, tiny_lm
 
 from gen import cli
 from gen.core import config as config_lib
@@ -13,11 +13,8 @@ from gen.core import train as train_lib
 
 def _one_line_usage_error(rc, capsys, command, *expected):
   err = capsys.readouterr().err
-  assert rc == 2, err
-  assert err.count("\n") == 1 and err.startswith(f"gen {command}: error: "), err
-  for text in expected:
-    assert text in err, err
-  return err
+  assert err.count("\n") == 1, err  # Nothing else printed either.
+  return assert_one_line_error(rc, err, command, *expected)
 
 
 def _vae_train(tmp_path, config, *overrides):

@@ -124,7 +124,7 @@ def check_sampling(**values) -> None:
   `--max_new_tokens=2.5`); traced values (arrays) are the caller's to check."""
   for name, value in values.items():
     integer, low, high, meaning = SAMPLING_RANGES[name]
-    if isinstance(value, jax.Array) or hasattr(value, "shape"):
+    if hasattr(value, "shape"):  # An array (traced or not), or a numpy scalar.
       continue
     kind = "an integer" if integer else "a number"
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
