@@ -45,6 +45,12 @@ TINY_DIFFUSION = {"model.unet.channels": 8, "model.unet.channel_mult": (1,),
                   "model.dit.depth": 1, "model.dit.heads": 2, "diffusion.sample_steps": 2,
                   **TINY_TRAIN}
 
+# The autoencoder of latent diffusion on 8x8 digits: a 4x4x2 latent.
+TINY_AUTOENCODER = {"model.autoencoder.pad": 0, "model.autoencoder.channels": 8,
+                    "model.autoencoder.channel_mult": (1, 2), "model.autoencoder.groups": 4,
+                    "model.autoencoder.latent_channels": 2, "model.autoencoder.disc_channels": 8,
+                    **TINY_TRAIN}
+
 TINY_CLASSIFIER = {"model.channels": (8,), "model.features": 8, **TINY_TRAIN}
 
 
@@ -81,6 +87,31 @@ def tiny_vae(spec="vae/digits.py", **overrides):
 
   c = config_lib.load_file(config_path(*spec.split("/")))
   config_lib.apply_overrides(c, {**TINY_VAE, **overrides})
+  config_lib.validate(c)
+  return c
+
+
+def tiny_autoencoder(workdir, spec="diffusion/autoencoder_mnist.py", **overrides):
+  """Trains a shrunk autoencoder config (on 8x8 digits unless `data.name` says otherwise)
+  in `workdir`; returns `workdir` as a string."""
+  from gen.core import config as config_lib
+  from gen.core import train as train_lib
+
+  c = config_lib.load_file(config_path(*spec.split("/")))
+  config_lib.apply_overrides(c, {"data.name": "digits", **TINY_AUTOENCODER, **overrides})
+  config_lib.validate(c)
+  train_lib.train(c, str(workdir), handle_signals=False)
+  return str(workdir)
+
+
+def tiny_latent(autoencoder, spec="diffusion/latent_mnist.py", **overrides):
+  """A shrunk latent diffusion config on the latents of `autoencoder` (a workdir)."""
+  from gen.core import config as config_lib
+
+  c = config_lib.load_file(config_path(*spec.split("/")))
+  config_lib.apply_overrides(c, {"data.name": "digits", **TINY_DIFFUSION,
+                                 "model.unet.channel_mult": (1, 2), "latent.scale_images": 64,
+                                 "latent.autoencoder": str(autoencoder), **overrides})
   config_lib.validate(c)
   return c
 

@@ -49,6 +49,8 @@ from gen.core import train as train_lib
 from gen.core import xla
 from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.diffusion import autoencoder as autoencoder_lib
+from gen.diffusion import latent as latent_lib
 from gen.diffusion import samplers as samplers_lib
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
@@ -59,7 +61,7 @@ from gen.diffusion.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
 SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
 ARCHS = ("unet", "dit", "unet2d")  # unet2d: diffusers' UNet2DModel (gen.diffusion.unet2d).
 DIT_POSITIONS = ("sincos", "learned")
-KINDS = ("denoiser", "classifier")
+KINDS = ("denoiser", "classifier", "autoencoder")
 # Noise levels s = sigma / alpha at which a classifier's eval reports its accuracy.
 EVAL_LEVELS = (0.1, 0.5, 1.0, 2.0, 5.0)
 DEFAULT_NUM = 64  # Images `gen sample` draws without --num.
@@ -102,11 +104,10 @@ def per_example_loss(apply_raw: Callable, process: Process, objective: Objective
   return loss, x0_mse
 
 
-def _check(config, spec: DataSpec):
-  """Checks what denoisers and classifiers share: the process, the data, the backbone."""
+def _check(config, spec: DataSpec, shape=None):
+  """Checks what denoisers and classifiers share: the process, the data, the backbone
+  (for inputs of `shape`: the latent shape of a latent run; default: the images')."""
   d, m = config.diffusion, config.model
-  if m.get("kind", "denoiser") not in KINDS:
-    raise ConfigError(f"model.kind must be one of {', '.join(KINDS)}, got '{m.kind}'")
   if d.objective not in OBJECTIVES:
     raise ConfigError(f"diffusion.objective must be one of {', '.join(OBJECTIVES)}, "
                       f"got '{d.objective}'")
@@ -125,7 +126,7 @@ def _check(config, spec: DataSpec):
     raise ConfigError(f"model.arch must be one of {', '.join(ARCHS)}, got '{m.arch}'")
   if m.get("dtype", "float32") not in DTYPES:
     raise ConfigError(f"model.dtype must be one of {', '.join(DTYPES)}, got '{m.dtype}'")
-  h, w, _ = spec.shape
+  h, w, _ = spec.shape if shape is None else shape
   if m.arch == "unet2d":
     _check_unet2d(m, h, w)
   elif m.arch == "unet":
@@ -251,7 +252,7 @@ def _labels(num: int, label: int, num_classes: int):
 class Settings:
   """The config values a denoiser's steps read."""
 
-  shape: tuple[int, ...]  # (H, W, C) of the images.
+  shape: tuple[int, ...]  # (H, W, C) the network sees: the images', or the latents'.
   num_classes: int  # Classes of a conditional model (its null label); 0: unconditional.
   process: str  # The process's name (`process_name`): a guiding classifier's must match.
   label_dropout: float
@@ -260,20 +261,33 @@ class Settings:
   sampler: str  # The default sampler and step count.
   sample_steps: int
   ema_decay: float
+  # A latent run's frozen autoencoder (`gen.diffusion.latent`): batches are encoded in the
+  # steps, samples decoded in the sampler. None: the network works on the images.
+  codec: latent_lib.Codec | None = None
 
   @classmethod
-  def of(cls, config, spec: DataSpec) -> Settings:
+  def of(cls, config, spec: DataSpec, codec: latent_lib.Codec | None = None) -> Settings:
     d, m = config.diffusion, config.model
-    return cls(tuple(spec.shape), spec.num_classes if m.conditional else 0, process_name(d),
+    shape = tuple(spec.shape) if codec is None else tuple(codec.shape)
+    return cls(shape, spec.num_classes if m.conditional else 0, process_name(d),
                m.label_dropout, d.guidance, d.clip_denoised, d.sampler, d.sample_steps,
-               config.optim.ema_decay)
+               config.optim.ema_decay, codec)
+
+  def to_canvas(self, images, rng=None):
+    """What the network denoises: the images, or a latent run's normalized latents."""
+    return images if self.codec is None else self.codec.encode(images, rng)
+
+  def to_images(self, x):
+    return x if self.codec is None else self.codec.decode(x)
 
 
-def denoiser_parts(config, spec: DataSpec) -> tuple[nn.Module, Process, Objective, Settings]:
-  """The network, process, objective and settings of `config`'s denoiser (unchecked)."""
+def denoiser_parts(config, spec: DataSpec, codec: latent_lib.Codec | None = None
+                   ) -> tuple[nn.Module, Process, Objective, Settings]:
+  """The network, process, objective and settings of `config`'s denoiser (unchecked), on
+  images, or with `codec` on its latents."""
   d = config.diffusion
-  cfg = Settings.of(config, spec)
-  net = _network(config.model, spec.shape[-1], cfg.num_classes, classifier=False)
+  cfg = Settings.of(config, spec, codec)
+  net = _network(config.model, cfg.shape[-1], cfg.num_classes, classifier=False)
   return (net, make_process(cfg.process, d.p_mean, d.p_std, d.get("discrete")),
           make_objective(d.objective, d.sigma_data), cfg)
 
@@ -292,14 +306,13 @@ def apply_fn(net: nn.Module, params, train: bool = False, rng=None) -> Callable:
 
 
 def init(net: nn.Module, tx: optax.GradientTransformation, cfg: Settings, rng, batch):
-  x = batch["image"][:1]
+  x = jnp.zeros((1,) + tuple(cfg.shape))
   params = net.init(rng, x, jnp.zeros((1,)), labels_of(cfg.num_classes, batch)[:1])["params"]
   return TrainState.create(params, tx, cfg.ema_decay)
 
 
-def noise_batch(process: Process, rng, batch):
-  """Training-distribution times [B] and standard normal noise for a batch."""
-  x0 = batch["image"]
+def noise_batch(process: Process, rng, x0):
+  """Training-distribution times [B] and standard normal noise for a batch x0."""
   k_t, k_e = jax.random.split(rng)
   t = process.sample_t(k_t, x0.shape[:1])
   return t, jax.random.normal(k_e, x0.shape)
@@ -308,8 +321,9 @@ def noise_batch(process: Process, rng, batch):
 def train_step(net: nn.Module, process: Process, objective: Objective, cfg: Settings, state,
                batch, rng):
   nc = cfg.num_classes
-  k_noise, k_drop, k_label = jax.random.split(rng, 3)
-  t, eps = noise_batch(process, k_noise, batch)
+  k_noise, k_drop, k_label, k_enc = jax.random.split(rng, 4)
+  x0 = cfg.to_canvas(batch["image"], k_enc)
+  t, eps = noise_batch(process, k_noise, x0)
   labels = labels_of(nc, batch)
   if nc and cfg.label_dropout > 0:
     drop = jax.random.bernoulli(k_label, cfg.label_dropout, labels.shape)
@@ -317,7 +331,7 @@ def train_step(net: nn.Module, process: Process, objective: Objective, cfg: Sett
 
   def loss_fn(params):
     loss, x0_mse = per_example_loss(apply_fn(net, params, True, k_drop), process, objective,
-                                    batch["image"], t, eps, labels)
+                                    x0, t, eps, labels)
     return jnp.mean(loss), x0_mse
 
   (loss, x0_mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -327,9 +341,11 @@ def train_step(net: nn.Module, process: Process, objective: Objective, cfg: Sett
 
 def eval_step(net: nn.Module, process: Process, objective: Objective, cfg: Settings, state,
               batch, rng):
-  t, eps = noise_batch(process, rng, batch)
+  k_noise, k_enc = jax.random.split(rng)
+  x0 = cfg.to_canvas(batch["image"], k_enc)
+  t, eps = noise_batch(process, k_noise, x0)
   loss, x0_mse = per_example_loss(apply_fn(net, state.sample_params), process, objective,
-                                  batch["image"], t, eps, labels_of(cfg.num_classes, batch))
+                                  x0, t, eps, labels_of(cfg.num_classes, batch))
   return {"loss": loss, "x0_mse": x0_mse}
 
 
@@ -363,7 +379,7 @@ def _fitting(cfg: Settings, classifier, scale) -> NoisyClassifier | None:
 
 def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings, params, rng,
            num, sampler=None, steps=None, guidance=None, eta=0.0, churn=0.0, label=-1,
-           classifier=None, classifier_scale=None):
+           classifier=None, classifier_scale=None, decode=True):
   """`num` images from the (EMA) network.
 
   sampler: one of samplers.SAMPLERS (None: diffusion.sampler). steps: number of steps (may
@@ -375,6 +391,7 @@ def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings
   classifier: a `NoisyClassifier` (a pytree: may be a traced argument; `sample_options`
     loads one from a workdir) for classifier guidance with scale `classifier_scale`
     (default 1; may be traced).
+  decode: False returns what the sampler made, unclipped: a latent run's normalized latents.
   """
   nc = cfg.num_classes
   sampler = cfg.sampler if sampler is None else sampler
@@ -403,7 +420,9 @@ def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings
   if clf is not None and not (_concrete(scale) and scale == 0.0):
     denoise = classifier_guided(denoise, process.alpha_sigma, clf.log_prob, scale)
   x = fn(lambda x, t: denoise(x, t, labels), process, noise, k_run, steps, **opts)
-  return jnp.clip(x, -1.0, 1.0)
+  if not decode:
+    return x
+  return jnp.clip(cfg.to_images(x), -1.0, 1.0)  # A latent run decodes in the same program.
 
 
 def sample_options(cfg: Settings, num: int, flags: dict) -> tuple[int, dict]:
@@ -419,12 +438,24 @@ def sample_options(cfg: Settings, num: int, flags: dict) -> tuple[int, dict]:
 
 
 def make(config, spec: DataSpec) -> Pipeline:
-  """The pipeline of `config`: a denoiser, or with model.kind='classifier' a classifier."""
-  _check(config, spec)
-  if config.model.get("kind", "denoiser") == "classifier":
+  """The pipeline of `config`: a denoiser (on images, or with `latent.autoencoder` on an
+  autoencoder's latents), or with model.kind='classifier' a classifier, 'autoencoder' the
+  autoencoder of latent runs (`gen.diffusion.autoencoder`)."""
+  kind = config.model.get("kind", "denoiser")
+  if kind not in KINDS:
+    raise ConfigError(f"model.kind must be one of {', '.join(KINDS)}, got '{kind}'")
+  if kind != "denoiser" and latent_lib.enabled(config):
+    raise ConfigError(f"latent.autoencoder trains a denoiser on latents; model.kind='{kind}' "
+                      "works on images: leave latent.autoencoder empty")
+  if kind == "autoencoder":
+    return autoencoder_lib.make_autoencoder(config, spec)
+  if kind == "classifier":
+    _check(config, spec)
     return make_classifier(config, spec)
+  codec = latent_lib.codec(config, spec)  # Loads a latent run's autoencoder, eagerly.
+  _check(config, spec, None if codec is None else codec.shape)
   _check_denoiser(config, spec)
-  net, process, objective, cfg = denoiser_parts(config, spec)
+  net, process, objective, cfg = denoiser_parts(config, spec, codec)
   tx = make_optimizer(config.optim, config.train.num_steps)
   parts = (net, process, objective, cfg)
   return Pipeline(init=functools.partial(init, net, tx, cfg),
