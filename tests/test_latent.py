@@ -203,3 +203,16 @@ def test_latent_config_errors(ae_dir):
     latent_lib.make_data(tiny_latent(ae_dir, **{"latent.normalize": "zscore"}))
   with pytest.raises(config_lib.ConfigError, match="no checkpoint of step 7"):
     latent_lib.make_data(tiny_latent(ae_dir, **{"latent.autoencoder_step": 7}))
+
+
+def test_latent_benchmark_runs_on_trained_workdirs(latent_run, ae_dir):
+  import sys
+
+  from conftest import ROOT
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  import latent as latent_bench
+
+  rows = latent_bench.main([f"--workdirs={latent_run},{latent_run}", "--steps=2", "--batch=2",
+                            "--repeats=1", "--json"])
+  assert [r["latent"] for r in rows] == [True, True]
+  assert rows[0]["vs_first"] == 1.0 and rows[0]["images_per_s"] > 0
