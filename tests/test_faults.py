@@ -171,7 +171,10 @@ def test_a_second_train_on_a_locked_workdir_is_refused(tmp_path, capsys):
 
 
 def _hold_lock(workdir):
-  code = ("import sys, time\nfrom gen.core.workdir import workdir_lock\n"
+  # SIGINT raises KeyboardInterrupt even where the test runs in a background job, whose
+  # children inherit SIGINT ignored.
+  code = ("import signal, sys, time\nfrom gen.core.workdir import workdir_lock\n"
+          "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
           f"with workdir_lock({str(workdir)!r}):\n  print('locked', flush=True)\n"
           "  time.sleep(600)\n")
   proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
