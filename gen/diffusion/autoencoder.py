@@ -36,16 +36,13 @@ import optax
 from gen.core import xla
 from gen.core.config import ConfigError
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.diffusion.models import num_groups as _groups
 from gen.nn.conv import UpsampleConv
 from gen.nn.distributions import gaussian_kl_standard
 from gen.nn.norm import GroupNorm
 
 LOSSES = ("l1", "l2")
 LOGVAR_RANGE = (-30.0, 20.0)  # LDM clamps the posterior's log-variance to this range.
-
-
-def _groups(channels: int, most: int) -> int:
-  return max(g for g in range(1, min(most, channels) + 1) if channels % g == 0)
 
 
 class Res(nn.Module):

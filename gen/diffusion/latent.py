@@ -77,7 +77,8 @@ class Codec:
 
 
 def _load(path: str, step: int | None, image_shape):
-  """(autoencoder config, net, EMA params, step) of the run in `path`; ConfigErrors name it."""
+  """(latent shape, net, EMA params, step) of the autoencoder run in `path`; ConfigErrors
+  name it."""
   if not os.path.isfile(os.path.join(path, train_lib.CONFIG_FILE)):
     raise ConfigError(f"latent.autoencoder={path}: no training run there "
                       f"({train_lib.CONFIG_FILE} not found)")
@@ -102,7 +103,7 @@ def _load(path: str, step: int | None, image_shape):
                       f"data has {tuple(image_shape)}")
   net, _ = ae_lib.networks(config, spec)
   params = jax.device_get(pipeline.sample_params(state))["ae"]
-  return config, net, params, int(step)
+  return ae_lib.latent_shape(config.model.autoencoder, spec.shape), net, params, int(step)
 
 
 def measure(net, params, images, normalize: str) -> tuple[list[float], list[float]]:
@@ -139,8 +140,8 @@ class LatentData(ImageData):
         raise ConfigError(f"this run was trained on the latents of {before['autoencoder']}; "
                           f"latent.autoencoder={lat.autoencoder} is another folder")
       step = before["step"]
-    _, net, params, step = _load(path, step, self.shape)
-    shape = list(ae_lib.latent_shape(_ae_settings(path), self.shape))
+    shape, net, params, step = _load(path, step, self.shape)
+    shape = list(shape)
     first = [self.train_source[i] for i in range(min(n, len(self.train_source)))]
     images = self.prepare_eval({"image": np.stack([r["image"] for r in first]),
                                 "label": np.stack([r["label"] for r in first])}, 0)["image"]
@@ -176,10 +177,6 @@ def _fmt(v) -> str:
   return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
 
 
-def _ae_settings(path: str):
-  return config_lib.load_json(os.path.join(path, train_lib.CONFIG_FILE)).model.autoencoder
-
-
 def make_data(config, process_index=None, process_count=None, reuse=()):
   """The family's data: `LatentData` for a latent run, else the core's labelled images."""
   cls = LatentData if enabled(config) else ImageData
@@ -198,8 +195,7 @@ def codec(config, spec: DataSpec) -> Codec | None:
   if config.diffusion.get("clip_denoised", False):
     raise ConfigError("diffusion.clip_denoised clips to the pixel range [-1, 1]; a latent run "
                       "(latent.autoencoder) must leave it False")
-  _, net, params, step = _load(record["autoencoder"], record["step"], spec.shape)
-  shape = ae_lib.latent_shape(_ae_settings(record["autoencoder"]), spec.shape)
+  shape, net, params, step = _load(record["autoencoder"], record["step"], spec.shape)
   if list(shape) != list(record["shape"]):
     raise ConfigError(f"the autoencoder {record['autoencoder']} (step {step}) makes "
                       f"{shape} latents, this run was trained on {tuple(record['shape'])}")
