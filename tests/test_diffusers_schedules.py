@@ -1,6 +1,7 @@
 """Discrete diffusers schedules: gen's samplers on a `discrete` process reproduce diffusers'
 DDIM (eta 0 and 1), DDPM, Euler, Heun and DPM-Solver++(2M) schedulers, their timesteps,
-trajectories and final samples, within 2e-5 in float32.
+trajectories and final samples, within 2e-5 in float32 (ill-conditioned cases: as near
+diffusers' float64 run as its float32 run is; see `_compare`).
 
 The default run compares with tests/fixtures/diffusers_schedules.npz (written by
 tests/fixtures/make_diffusers_schedules.py with diffusers; no torch needed here). The `peers`
@@ -46,7 +47,7 @@ def _process(c):
   return make_process("discrete", discrete=dict(
       beta_schedule=schedule, beta_start=b0, beta_end=b1, timestep_spacing=c["spacing"],
       steps_offset=c["steps_offset"], set_alpha_to_one=c["set_alpha_to_one"],
-      timesteps=c["timesteps"], sigmas=c["sigmas"]))
+      timesteps=c["timesteps"], sigmas=c["sigmas"], clip_sample=c.get("clip_sample", False)))
 
 
 def _group(c):
@@ -69,9 +70,11 @@ def _compiled(group):
     t = process.t_of_cond(cond)
     jax.debug.callback(lambda x, t: seen.append((np.asarray(x), np.asarray(t)[0])), x, t,
                        ordered=True)
-    return S.model(x, t[:, None, None, None], c["prediction"], jnp)
+    return jax.pure_callback(
+        lambda x, t: S.model(x, np.asarray(t)[:, None, None, None], c["prediction"],
+                             c["table"]), jax.ShapeDtypeStruct(x.shape, jnp.float32), x, t)
 
-  denoise = make_denoiser(apply_raw, process, objective)
+  denoise = make_denoiser(apply_raw, process, objective, with_eps=True)
   fn = samplers.get(SAMPLER[c["scheduler"]])
   opts = {"eta": 1.0} if c["scheduler"] == "ddim_eta1" else {}
   jitted = jax.jit(lambda noise, rng, steps: fn(lambda x, t: denoise(x, t, None), process,
@@ -97,13 +100,34 @@ def _diff(a, b):
 
 
 def _compare(c, ref, got):
+  """Asserts gen's run `got` matches diffusers' `ref`; returns the differences.
+
+  Within TOL of diffusers' float32 numbers, unless the case is ill-conditioned in float32:
+  where diffusers' own float32 run (final sample, and the trajectory where both have it) is
+  more than TOL / 2 from its float64 run (`floor`; the cosine table's trailing and linspace
+  grids start at sigma / alpha = 2e4, and the first step's cancellation leaves an ulp of 2e4
+  behind), no float32 implementation can agree to TOL, and gen must instead be about as near
+  the float64 run as diffusers' float32 run is (within 4 floor + TOL; the live runs' ratio
+  is at most 2.9). Neither float32 run is the better one: on DDIM eta 1's trailing cosine
+  grid a numpy float32 transcription of diffusers' step agrees with gen to 4e-6 and with
+  torch to 2e-4 only (torch's float32 square root is not correctly rounded).
+  """
   final, ts, inputs = got
   np.testing.assert_allclose(ts, ref["timesteps"], rtol=0, atol=1e-4,
                              err_msg=f"{c['name']}: timesteps")
   err = {"final": _diff(final, ref["final"])}
   if ref.get("inputs") is not None:
     err["trajectory"] = _diff(inputs, ref["inputs"])
-  assert max(err.values()) <= TOL, f"{c['name']}: {err}"
+  floor = _diff(ref["final"], ref["final64"])
+  err64 = _diff(final, ref["final64"])
+  if err.get("trajectory") is not None and ref.get("inputs64") is not None:
+    floor = max(floor, _diff(ref["inputs"], ref["inputs64"]))
+    err64 = max(err64, _diff(inputs, ref["inputs64"]))
+  if floor <= TOL / 2:
+    assert max(err.values()) <= TOL, f"{c['name']}: {err}"
+  else:
+    err["float64"], err["floor"] = err64, floor
+    assert err64 <= 4 * floor + TOL, f"{c['name']}: {err}, float32 floor {floor:.2e}"
   return err
 
 
@@ -113,8 +137,10 @@ def _default(c):
   DPM-Solver++; `slow` compares every case of the fixture."""
   if c["timesteps"] is not None or c["sigmas"] is not None:
     return c["scheduler"] in ("euler", "dpmpp_2m")
-  if c["prediction"] != "epsilon" or not c["set_alpha_to_one"]:
+  if c["prediction"] != "epsilon" or not c["set_alpha_to_one"] or c.get("clip_sample"):
     return c["scheduler"] == "ddim"
+  if c["table"] == "squaredcos_cap_v2":  # Timestep 999's sigma / alpha = 2e4.
+    return c["spacing"] == "trailing" and c["scheduler"] in ("ddim", "euler")
   return c["spacing"] == S.DEFAULT_SPACING[c["scheduler"]] and c["table"] == S.TABLE_OF[
       c["scheduler"]]
 
@@ -213,12 +239,18 @@ peers = pytest.mark.skipif(not HAVE_PEERS, reason="needs torch and diffusers")
 @pytest.mark.parametrize("scheduler", S.SCHEDULERS)
 def test_peers_matches_diffusers_live(scheduler):
   """Live, full trajectories of every committed case and of a second noise seed."""
-  worst = 0.0
+  worst, ratio = 0.0, []
   for c in [c for c in S.cases() if c["scheduler"] == scheduler]:
     for seed in (S.SEED, 1):
-      err = _compare(c, S.run(c, seed), _gen(c, seed))
-      worst = max(worst, *err.values())
-  print(f"{scheduler}: max difference {worst:.2e}")
+      r64 = S.run(c, seed, float64=True)
+      ref = dict(S.run(c, seed), final64=r64["final"], inputs64=r64["inputs"])
+      err = _compare(c, ref, _gen(c, seed))
+      if "floor" in err:
+        ratio.append(err["float64"] / err["floor"])
+      else:
+        worst = max(worst, *err.values())
+  print(f"\n{scheduler}: max difference {worst:.2e}; {len(ratio)} ill-conditioned runs, "
+        f"their distance to float64 / diffusers' float32 one: max {max(ratio, default=0):.2f}")
 
 
 def test_pipeline_config_builds_the_discrete_process():

@@ -220,6 +220,29 @@ def test_objective_losses_at_known_points(setup):
                                rtol=0.03)
 
 
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_objectives_eps_and_x0_agree(setup):
+  """to_eps and to_x0 of one raw output satisfy x = alpha x0_hat + sigma eps_hat, and the
+  exact target's eps_hat is the noise; make_denoiser(with_eps=True) returns that pair, with
+  x0_hat clipped and eps_hat the network's."""
+  obj_name, proc_name = SETUPS[setup]
+  process, objective = make_process(proc_name), make_objective(obj_name)
+  rng = np.random.default_rng(0)
+  x0, eps = (jnp.asarray(rng.normal(size=(6, 1, 2, 1)), jnp.float32) for _ in range(2))
+  t = jnp.asarray(rng.uniform(0.1, 0.9, 6) * (20.0 if proc_name == "edm" else 1.0), jnp.float32)
+  a, s = (v.reshape(-1, 1, 1, 1) for v in process.alpha_sigma(t))
+  x = a * x0 + s * eps
+  raw = objective.target(x0, eps, a, s)
+  np.testing.assert_allclose(objective.to_eps(x, raw, a, s), eps, rtol=1e-4, atol=1e-4)
+  other = jnp.asarray(rng.normal(size=x.shape), jnp.float32)  # Any raw output.
+  np.testing.assert_allclose(a * objective.to_x0(x, other, a, s) + s * objective.to_eps(
+      x, other, a, s), x, rtol=1e-4, atol=1e-4)
+  apply_raw = lambda x_in, cond, y: objective.target(x0, eps, a, s)
+  pair = make_denoiser(apply_raw, process, objective, clip=True, with_eps=True)(x, t, None)
+  np.testing.assert_allclose(pair[0], jnp.clip(x0, -1, 1), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(pair[1], eps, rtol=1e-4, atol=1e-4)
+
+
 def test_processes_are_consistent():
   """t_of_level inverts sigma / alpha; cond round-trips; grids run from t_max down to 0."""
   for name in ("linear", "cosine", "edm", "flow"):

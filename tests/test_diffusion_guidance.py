@@ -79,6 +79,40 @@ def test_guided_denoiser_is_the_class_conditional_one(setup):
                              atol=2e-4, rtol=1e-4)
 
 
+def test_guidance_of_a_denoiser_that_returns_eps():
+  """The (x0_hat, eps_hat) form the discrete samplers take: classifier guidance moves both
+  consistently (x = alpha x0 + sigma eps still holds) and x0_hat as in the plain form;
+  classifier-free guidance combines both, for a scalar t and for one t per example."""
+  from gen.diffusion.guidance import guided
+  process, objective = make_process("linear"), make_objective("eps")
+  raw = analytic_raw(objective, process, mixture_x0)
+  clf = mixture_classifier(process, "linear")
+  single = classifier_guided(make_denoiser(raw, process, objective), process.alpha_sigma,
+                             clf.log_prob, 2.0)
+  pair = classifier_guided(make_denoiser(raw, process, objective, with_eps=True),
+                           process.alpha_sigma, clf.log_prob, 2.0)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(8, 1, 2, 1)), jnp.float32)
+  t = jnp.asarray(rng.uniform(0.1, 0.9, 8), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 2, 8), jnp.int32)
+  x0, eps = pair(x, t, labels)
+  np.testing.assert_allclose(x0, single(x, t, labels), rtol=1e-5, atol=1e-6)
+  a, s = (v.reshape(-1, 1, 1, 1) for v in process.alpha_sigma(t))
+  np.testing.assert_allclose(a * x0 + s * eps, x, rtol=1e-4, atol=1e-4)
+
+  def cond_pair(x, t, y):  # A toy conditional pair denoiser: the label and t shift both.
+    shift = y.astype(jnp.float32).reshape(-1, 1, 1, 1)
+    tb = jnp.broadcast_to(t, x.shape[:1]).reshape(-1, 1, 1, 1)
+    return x * 0.5 + shift + tb, x - shift * tb
+  w = 3.0
+  for tt in (jnp.float32(0.5), t):
+    g0, g1 = guided(cond_pair, 2, w)(x, tt, labels)
+    u0, u1 = cond_pair(x, tt, jnp.full_like(labels, 2))
+    c0, c1 = cond_pair(x, tt, labels)
+    np.testing.assert_allclose(g0, u0 + w * (c0 - u0), rtol=1e-6)
+    np.testing.assert_allclose(g1, u1 + w * (c1 - u1), rtol=1e-6)
+
+
 @functools.lru_cache(maxsize=None)
 def compiled_guided(setup, sampler):
   """(guided samples, samples from the exact class-conditional denoiser) from the same noise,

@@ -30,8 +30,10 @@ one (Euler, Heun, DPM-Solver++; its timesteps are found by interpolating log sig
 diffusers' `_sigma_to_t`) replaces the spacing; the list's length is the step count.
 
 The samplers (`gen.diffusion.samplers` hands a discrete process to them) follow diffusers'
-step functions operation for operation, with the network's eps recovered from the denoiser
-as eps_hat = (x - alpha x0_hat) / sigma:
+step functions operation for operation. Their denoiser returns x0_hat or the pair
+(x0_hat, eps_hat): the pipeline's (`make_denoiser(with_eps=True)`) gives eps_hat from the
+network's raw output, as diffusers uses it; from x0_hat alone eps_hat = (x - alpha x0_hat) /
+sigma, exact for closed-form denoisers but not for a float32 network where alpha is tiny.
 - `ddim`: DDIMScheduler (with `clip_sample`, x0_hat clipped to [-clip_sample_range,
   clip_sample_range] and eps left as the network's, as diffusers does unless
   use_clipped_model_output); the previous timestep is t - N // n (diffusers' rule, whatever the
@@ -366,10 +368,14 @@ def _grid(process: DiscreteProcess, steps, timesteps, sigmas, kind: str):
 
 
 def _eps(denoise, process: Process, x, t):
-  """The network's eps at (x, t), from the denoiser: (x - alpha x0_hat) / sigma."""
+  """(x0_hat, eps_hat) at (x, t): the denoiser's pair, or from x0_hat alone eps_hat =
+  (x - alpha x0_hat) / sigma (exact for a closed-form x0; from a network's float32 x0_hat
+  it loses digits where alpha is tiny, hence the pair `make_denoiser(with_eps=True)` gives)."""
+  out = denoise(x, t)
+  if isinstance(out, tuple):
+    return out
   a, s = process.alpha_sigma(t)
-  x0 = denoise(x, t)
-  return x0, (x - a * x0) / s
+  return out, (x - a * out) / s
 
 
 def _zero(v) -> bool:

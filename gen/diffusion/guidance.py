@@ -1,6 +1,7 @@
 """Guidance: classifier-free (Ho & Salimans 2022) and classifier guidance (Dhariwal & Nichol 2021).
 
-Both act on the denoiser `(x, t, labels) -> x0_hat`, so every sampler gets them. For
+Both act on the denoiser `(x, t, labels) -> x0_hat` (or `(x0_hat, eps_hat)`, the form the
+discrete samplers take), so every sampler gets them. For
 x = alpha x0 + sigma eps, Tweedie's formula ties the denoiser to the score of p_t:
 
   grad_x log p_t(x) = (alpha E[x0 | x] - x) / sigma^2.
@@ -28,12 +29,21 @@ from flax import struct
 
 
 def guided(denoise: Callable, num_classes: int, guidance) -> Callable:
-  """(x, t, labels) -> D_u + w (D_c - D_u), both halves in one batch; w may be traced."""
+  """(x, t, labels) -> D_u + w (D_c - D_u), both halves in one batch; w may be traced.
+
+  A denoiser that returns (x0_hat, eps_hat) is guided in both (the combination is linear).
+  """
   def fn(x, t, labels):
     null = jnp.full_like(labels, num_classes)
-    both = denoise(jnp.concatenate([x, x]), t, jnp.concatenate([labels, null]))
-    cond, uncond = jnp.split(both, 2)
-    return uncond + guidance * (cond - uncond)
+    t = jnp.asarray(t)
+    t2 = jnp.concatenate([t, t]) if t.ndim else t
+    both = denoise(jnp.concatenate([x, x]), t2, jnp.concatenate([labels, null]))
+
+    def combine(v):
+      cond, uncond = jnp.split(v, 2)
+      return uncond + guidance * (cond - uncond)
+
+    return jax.tree.map(combine, both)
   return fn
 
 
@@ -71,5 +81,8 @@ def classifier_guided(denoise: Callable, alpha_sigma: Callable, log_prob: Callab
     a, s = (jnp.reshape(v, v.shape + (1,) * (x.ndim - 1)) for v in alpha_sigma(t))
     grad = jax.grad(lambda x: jnp.sum(log_prob(x, t, labels)))(x)
     gain = jnp.where(a > 0, s * s / jnp.where(a > 0, a, 1.0), 0.0)
-    return denoise(x, t, labels) + scale * gain * grad
+    out = denoise(x, t, labels)
+    if isinstance(out, tuple):  # (x0_hat, eps_hat): eps_hat - scale sigma grad.
+      return out[0] + scale * gain * grad, out[1] - scale * s * grad
+    return out + scale * gain * grad
   return fn

@@ -166,12 +166,17 @@ class Objective:
   c_in: (alpha, sigma) -> the network's input scale (x_in = c_in * x_t).
   to_x0: (x, raw, alpha, sigma) -> x0_hat.
   target: (x0, eps, alpha, sigma) -> the raw output a perfect network would give.
+  to_eps: (x, raw, alpha, sigma) -> eps_hat, directly from the raw output. The discrete
+    samplers step with it as diffusers' schedulers do: recovering eps from x0_hat as
+    (x - alpha x0_hat) / sigma is exact in real numbers, but where alpha is tiny (sigma /
+    alpha = 2e4 at the cosine table's timestep 999) float32 x0_hat has lost the digits.
   """
 
   name: str
   c_in: Callable
   to_x0: Callable
   target: Callable
+  to_eps: Callable
 
 
 def _unit(a, s):
@@ -180,12 +185,15 @@ def _unit(a, s):
 
 def make_objective(name: str, sigma_data: float = 0.5) -> Objective:
   if name == "eps":
-    return Objective(name, _unit, lambda x, r, a, s: (x - s * r) / a, lambda x0, e, a, s: e)
+    return Objective(name, _unit, lambda x, r, a, s: (x - s * r) / a, lambda x0, e, a, s: e,
+                     lambda x, r, a, s: r)
   if name == "v":
     return Objective(name, _unit, lambda x, r, a, s: (a * x - s * r) / (a * a + s * s),
-                     lambda x0, e, a, s: a * e - s * x0)
+                     lambda x0, e, a, s: a * e - s * x0,
+                     lambda x, r, a, s: (s * x + a * r) / (a * a + s * s))
   if name == "x0":
-    return Objective(name, _unit, lambda x, r, a, s: r, lambda x0, e, a, s: x0)
+    return Objective(name, _unit, lambda x, r, a, s: r, lambda x0, e, a, s: x0,
+                     lambda x, r, a, s: (x - a * r) / s)
   if name == "edm":
     sd2 = sigma_data ** 2
 
@@ -202,7 +210,11 @@ def make_objective(name: str, sigma_data: float = 0.5) -> Objective:
       c_skip, c_out = coefs(s)
       return (x0 - c_skip * (x0 + s * e)) / c_out
 
-    return Objective(name, lambda a, s: 1.0 / jnp.sqrt(s * s + sd2), to_x0, target)
+    def to_eps(x, r, a, s):
+      return (x - to_x0(x, r, a, s)) / s
+
+    return Objective(name, lambda a, s: 1.0 / jnp.sqrt(s * s + sd2), to_x0, target, to_eps)
   if name == "flow":  # alpha + sigma = 1: x = x0 + t (eps - x0).
-    return Objective(name, _unit, lambda x, r, a, s: x - s * r, lambda x0, e, a, s: e - x0)
+    return Objective(name, _unit, lambda x, r, a, s: x - s * r, lambda x0, e, a, s: e - x0,
+                     lambda x, r, a, s: x + a * r)
   raise ValueError(f"unknown objective '{name}'; valid: {', '.join(OBJECTIVES)}")

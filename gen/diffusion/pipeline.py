@@ -56,6 +56,7 @@ from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
+from gen.diffusion.discrete import DiscreteProcess
 from gen.diffusion.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
 
 SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
@@ -77,18 +78,21 @@ def _bcast(v, x):
 
 
 def make_denoiser(apply_raw: Callable, process: Process, objective: Objective,
-                  clip: bool = False) -> Callable:
+                  clip: bool = False, with_eps: bool = False) -> Callable:
   """(x, t, labels) -> x0_hat, from `apply_raw(x_in, cond, labels) -> raw output`.
 
   `t` is a scalar or [B]; `x` is in the process's coordinates. `clip` clips x0_hat to the
-  data range [-1, 1].
+  data range [-1, 1]. `with_eps` returns (x0_hat, eps_hat), eps_hat from the raw output
+  (`Objective.to_eps`) and unclipped, as diffusers' schedulers keep the network's eps: the
+  discrete samplers take either form (`gen.diffusion.discrete`).
   """
   def denoise(x, t, labels):
     t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), x.shape[:1])
     a, s = (_bcast(v, x) for v in process.alpha_sigma(t))
     raw = apply_raw(objective.c_in(a, s) * x, process.cond(t), labels)
     x0 = objective.to_x0(x, raw, a, s)
-    return jnp.clip(x0, -1.0, 1.0) if clip else x0
+    x0 = jnp.clip(x0, -1.0, 1.0) if clip else x0
+    return (x0, objective.to_eps(x, raw, a, s)) if with_eps else x0
   return denoise
 
 
@@ -414,7 +418,8 @@ def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings
   k_noise, k_run = jax.random.split(rng)
   noise = jax.random.normal(k_noise, (num,) + tuple(cfg.shape))
   labels = _labels(num, label, classes)
-  denoise = make_denoiser(apply_fn(net, params), process, objective, cfg.clip_denoised)
+  denoise = make_denoiser(apply_fn(net, params), process, objective, cfg.clip_denoised,
+                          with_eps=isinstance(process, DiscreteProcess))
   if nc and not (_concrete(guidance) and guidance == 1.0):
     denoise = guided(denoise, nc, guidance)
   if clf is not None and not (_concrete(scale) and scale == 0.0):

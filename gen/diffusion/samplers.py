@@ -24,7 +24,8 @@ Function evaluations (NFE): `steps` for all but `heun` / `flow_heun` (2 steps - 
 On a `discrete` process (a diffusers table of betas), `ddpm`, `ddim`, `euler`, `heun` and
 `dpmpp_2m` are diffusers' DDPM, DDIM, EulerDiscrete, HeunDiscrete and DPMSolverMultistep
 schedulers on the process's timestep spacing (`gen.diffusion.discrete`); they also take a
-fixed list of `timesteps` (or of `sigmas`: euler, heun, dpmpp_2m).
+fixed list of `timesteps` (or of `sigmas`: euler, heun, dpmpp_2m), and their `denoise` may
+return the pair (x0_hat, eps_hat) (the network's own eps, as diffusers steps with it).
 """
 
 from __future__ import annotations
