@@ -11,6 +11,7 @@ live; it is skipped where those are not installed.
 import importlib.util
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -131,6 +132,50 @@ def test_cli_sample(imported, tmp_path, capsys):
                  f"--out={tmp_path / 'grid.png'}"])
   capsys.readouterr()
   assert rc == 0 and (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_fixed_grids_through_the_pipeline(imported, tmp_path, capsys):
+  """`sample(timesteps=...)` is the spacing's own grid when given its timesteps (leading:
+  DDIM's previous timestep t - N // n is the next entry), traced values of one length share
+  a program, and bad grids are errors before anything compiles; `gen sample` takes the flags."""
+  config, spec, pipe, state, _ = train_lib.load_workdir(imported)
+  _, process, _, _ = diffusion.denoiser_parts(config, spec)
+  params, rng = state.params, jax.random.key(3)
+  grid = tuple(int(t) for t in discrete.ddim_timesteps(jnp.arange(4), 4, 1000, process.spacing,
+                                                       process.steps_offset))
+  by_steps = pipe.sample(params, rng, 2, sampler="ddim", steps=4, decode=False)
+  by_list = pipe.sample(params, rng, 2, sampler="ddim", timesteps=grid, decode=False)
+  np.testing.assert_array_equal(by_list, by_steps)
+  traces = []
+
+  @jax.jit
+  def run(ts):
+    traces.append(1)
+    return pipe.sample(params, rng, 2, sampler="ddim", timesteps=ts, decode=False)
+
+  traced = run(jnp.asarray(grid, jnp.float32))
+  other = run(jnp.asarray((900, 600, 300, 0), jnp.float32))
+  assert len(traces) == 1 and not np.allclose(traced, other)
+  # Another program (the network fused into it differently): float32 rounding, which this
+  # random network's trajectory amplifies to ~1e-5 (see RAW_TOL).
+  np.testing.assert_allclose(traced, by_steps, atol=RAW_TOL)
+  for kwargs, message in (
+      ({"timesteps": (999, 1000)}, "--timesteps must lie in [0, 999]"),
+      ({"sigmas": (3.0, 0.0)}, "ddim takes a list of --timesteps, not of --sigmas"),
+      ({"timesteps": (9, 0), "sigmas": (3.0, 0.0)}, "not both"),
+      ({"timesteps": (9, 0), "steps": 3}, "--steps=3 disagrees with the fixed grid's 2"),
+      ({"timesteps": (9, 0), "sampler": "flow_euler"}, "apply to the ddim, ddpm"),
+      ({"sigmas": (3.0,), "sampler": "euler"}, "--sigmas needs >= 2 values")):
+    kwargs = {"sampler": "ddim", **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+      pipe.sample(params, rng, 2, **kwargs)
+  out = tmp_path / "grid.png"
+  assert cli.main(["sample", f"--workdir={imported}", "--sampler=euler", "--num=2",
+                   "--sigmas=[14.6, 3.0, 0.5, 0.0]", f"--out={out}"]) == 0
+  assert out.stat().st_size > 0
+  assert cli.main(["sample", f"--workdir={imported}", "--timesteps=[1200, 0]",
+                   f"--out={out}"]) == 2
+  assert "--timesteps must lie in [0, 999]" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------- bad folders

@@ -384,6 +384,7 @@ def test_guidance_and_steps_do_not_recompile():
     ({"label": 3}, "need a class-conditional model"),
     ({"sampler": "heun", "eta": 0.5}, "eta applies to the ddim sampler"),
     ({"sampler": "ddim", "churn": 1.0}, "churn applies to the euler, heun"),
+    ({"timesteps": (999, 0)}, "a fixed grid applies to a discrete process"),
 ])
 def test_sample_errors(kwargs, message):
   pipe = make(tiny(), DIGITS)

@@ -207,16 +207,43 @@ def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: in
       clip_sample=float(clip_sample_range) if clip_sample else 0.0)
 
 
-def _fixed(values, name, n_train):
+def _fixed(values, name, n_train, key="diffusion.discrete."):
   if values is None or len(values) == 0:
     return None
-  v = tuple(float(x) for x in values)
+  try:
+    v = tuple(float(x) for x in np.ravel(np.asarray(values, np.float64)))
+  except (TypeError, ValueError):
+    raise ValueError(f"{key}{name} must be a list of numbers, got {values!r}") from None
   if n_train is not None and not all(-1 < x < n_train for x in v):
-    raise ValueError(f"diffusion.discrete.{name} must lie in [0, {n_train - 1}], got {v}")
+    raise ValueError(f"{key}{name} must lie in [0, {n_train - 1}], got {v}")
   if n_train is None and (len(v) < 2 or not all(x >= 0 for x in v)):
-    raise ValueError(f"diffusion.discrete.{name} needs >= 2 values >= 0 (the last one the "
-                     f"final noise level, usually 0), got {v}")
+    raise ValueError(f"{key}{name} needs >= 2 values >= 0 (the last one the final noise "
+                     f"level, usually 0), got {v}")
   return v
+
+
+def check_grid(process: DiscreteProcess, sampler: str, timesteps=None, sigmas=None) -> int:
+  """Errors (ValueError, naming the --timesteps / --sigmas flags) unless `sampler` can take
+  this fixed grid on `process`; returns its step count. Traced arrays are checked by shape."""
+  if timesteps is not None and sigmas is not None:
+    raise ValueError("give --timesteps or --sigmas, not both")
+  if sampler not in SAMPLERS:
+    raise ValueError(f"--timesteps and --sigmas apply to the {', '.join(SAMPLERS)} samplers "
+                     f"of a discrete process, not '{sampler}'")
+  if sigmas is not None and sampler in ("ddim", "ddpm"):
+    raise ValueError(f"{sampler} takes a list of --timesteps, not of --sigmas")
+  name, values = ("timesteps", timesteps) if timesteps is not None else ("sigmas", sigmas)
+  if isinstance(values, (list, tuple)) and any(isinstance(x, jax.core.Tracer) for x in values):
+    values = jnp.stack([jnp.asarray(x, jnp.float32) for x in values])
+  if isinstance(values, jax.core.Tracer):
+    if values.ndim != 1 or values.shape[0] < (1 if name == "timesteps" else 2):
+      raise ValueError(f"--{name} must be a list, got an array of shape {values.shape}")
+    return int(values.shape[0]) - (name == "sigmas")
+  v = _fixed(values, name, process.num_train_timesteps if name == "timesteps" else None,
+             key="--")
+  if v is None:
+    raise ValueError(f"--{name} is empty")
+  return len(v) - (name == "sigmas")
 
 
 # ------------------------------------------------------------------- timestep spacings

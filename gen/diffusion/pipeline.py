@@ -42,6 +42,7 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from gen.core import config as config_lib
@@ -56,7 +57,7 @@ from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
-from gen.diffusion.discrete import DiscreteProcess
+from gen.diffusion.discrete import DiscreteProcess, check_grid
 from gen.diffusion.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
 
 SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
@@ -383,7 +384,7 @@ def _fitting(cfg: Settings, classifier, scale) -> NoisyClassifier | None:
 
 def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings, params, rng,
            num, sampler=None, steps=None, guidance=None, eta=0.0, churn=0.0, label=-1,
-           classifier=None, classifier_scale=None, decode=True):
+           classifier=None, classifier_scale=None, decode=True, timesteps=None, sigmas=None):
   """`num` images from the (EMA) network.
 
   sampler: one of samplers.SAMPLERS (None: diffusion.sampler). steps: number of steps (may
@@ -396,11 +397,27 @@ def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings
     loads one from a workdir) for classifier guidance with scale `classifier_scale`
     (default 1; may be traced).
   decode: False returns what the sampler made, unclipped: a latent run's normalized latents.
+  timesteps / sigmas: a fixed grid for a discrete process (diffusers' `timesteps=` and
+    `sigmas=`; sigmas for euler, heun, dpmpp_2m, ending with the final level, usually 0):
+    the step count is its length (`steps`, if given, must agree). A list of Python numbers is
+    fixed in the program; an array may be traced (new values of the same length reuse it).
   """
   nc = cfg.num_classes
   sampler = cfg.sampler if sampler is None else sampler
+  fixed = {k: v for k, v in (("timesteps", timesteps), ("sigmas", sigmas)) if v is not None}
+  if fixed:
+    if not isinstance(process, DiscreteProcess):
+      raise ValueError(f"--{' --'.join(fixed)}: a fixed grid applies to a discrete process "
+                       f"(diffusion.schedule='discrete', as diffusers models import); this "
+                       f"model's process is '{cfg.process}', whose grid --steps sets")
+    n = check_grid(process, sampler, timesteps, sigmas)
+    if steps is not None and _concrete(steps) and steps != n:
+      raise ValueError(f"--steps={steps} disagrees with the fixed grid's {n} steps; leave "
+                       "--steps out")
+    steps = n
   steps = cfg.sample_steps if steps is None else steps
   fn, opts = _sampler(sampler, steps, eta=eta, churn=churn)
+  opts.update(fixed)
   label = int(label)
   clf = _fitting(cfg, classifier, classifier_scale)
   if not nc and (guidance is not None or (label != -1 and clf is None)):
@@ -430,11 +447,17 @@ def sample(net: nn.Module, process: Process, objective: Objective, cfg: Settings
   return jnp.clip(cfg.to_images(x), -1.0, 1.0)  # A latent run decodes in the same program.
 
 
-def sample_options(cfg: Settings, num: int, flags: dict) -> tuple[int, dict]:
+def sample_options(cfg: Settings, num: int, flags: dict, process: Process | None = None
+                   ) -> tuple[int, dict]:
   """`gen sample`'s flags as `sample`'s arguments, eagerly: `classifier` (a workdir) becomes
-  the `NoisyClassifier` trained there, checked against this model; the rest pass through.
-  `num` = 0 (not given) is DEFAULT_NUM images."""
+  the `NoisyClassifier` trained there, checked against this model; `timesteps` / `sigmas`
+  (lists) are checked against `process` and become float32 arrays (traced); the rest pass
+  through. `num` = 0 (not given) is DEFAULT_NUM images."""
   kwargs = dict(flags)
+  for name in ("timesteps", "sigmas"):
+    if kwargs.get(name) is not None and isinstance(process, DiscreteProcess):
+      check_grid(process, kwargs.get("sampler") or cfg.sampler, **{name: kwargs[name]})
+      kwargs[name] = np.asarray(kwargs[name], np.float32)
   classifier = kwargs.get("classifier")
   if classifier is not None and not isinstance(classifier, NoisyClassifier):
     kwargs["classifier"] = load_classifier(str(classifier))
@@ -467,7 +490,7 @@ def make(config, spec: DataSpec) -> Pipeline:
                   train_step=functools.partial(train_step, *parts),
                   eval_step=functools.partial(eval_step, *parts),
                   sample=functools.partial(sample, *parts),
-                  sample_options=functools.partial(sample_options, cfg),
+                  sample_options=functools.partial(sample_options, cfg, process=process),
                   compiler_options=_compiler_options(config.model))
 
 
