@@ -31,8 +31,7 @@ DDIM_TOL = 2e-5  # Max |DDIM sample difference|, in the pipeline's [0, 1] units.
 # The same before the pipeline's clamp, in [-1, 1] units. A random network's trajectory is
 # sensitive: on the fixture diffusers' own float32 loop differs from its float64 one by
 # 1.5e-5, and from the float32 loop of the fixture's previous version (the same weights, torch
-# in another environment) by 1.7e-5; gen's from float64 by 1.1e-5 (stepping with the
-# network's eps; recovering eps from the clipped x0_hat gave 1.5e-5).
+# in another environment) by 1.7e-5; gen's from float64 by 1.1e-5.
 RAW_TOL = 3e-5
 
 

@@ -33,7 +33,7 @@ The samplers (`gen.diffusion.samplers` hands a discrete process to them) follow 
 step functions operation for operation. Their denoiser returns x0_hat or the pair
 (x0_hat, eps_hat): the pipeline's (`make_denoiser(with_eps=True)`) gives eps_hat from the
 network's raw output, as diffusers uses it; from x0_hat alone eps_hat = (x - alpha x0_hat) /
-sigma, exact for closed-form denoisers but not for a float32 network where alpha is tiny.
+sigma (taken before any clip_sample; the same numbers to float32 rounding).
 - `ddim`: DDIMScheduler (with `clip_sample`, x0_hat clipped to [-clip_sample_range,
   clip_sample_range] and eps left as the network's, as diffusers does unless
   use_clipped_model_output); the previous timestep is t - N // n (diffusers' rule, whatever the
@@ -396,8 +396,7 @@ def _grid(process: DiscreteProcess, steps, timesteps, sigmas, kind: str):
 
 def _eps(denoise, process: Process, x, t):
   """(x0_hat, eps_hat) at (x, t): the denoiser's pair, or from x0_hat alone eps_hat =
-  (x - alpha x0_hat) / sigma (exact for a closed-form x0; from a network's float32 x0_hat
-  it loses digits where alpha is tiny, hence the pair `make_denoiser(with_eps=True)` gives)."""
+  (x - alpha x0_hat) / sigma."""
   out = denoise(x, t)
   if isinstance(out, tuple):
     return out

@@ -167,9 +167,8 @@ class Objective:
   to_x0: (x, raw, alpha, sigma) -> x0_hat.
   target: (x0, eps, alpha, sigma) -> the raw output a perfect network would give.
   to_eps: (x, raw, alpha, sigma) -> eps_hat, directly from the raw output. The discrete
-    samplers step with it as diffusers' schedulers do: recovering eps from x0_hat as
-    (x - alpha x0_hat) / sigma is exact in real numbers, but where alpha is tiny (sigma /
-    alpha = 2e4 at the cosine table's timestep 999) float32 x0_hat has lost the digits.
+    samplers step with it as diffusers' schedulers do, operation for operation (and with a
+    clipped x0_hat, eps_hat stays the network's).
   """
 
   name: str
