@@ -53,11 +53,11 @@ from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion import autoencoder as autoencoder_lib
 from gen.diffusion import latent as latent_lib
 from gen.diffusion import samplers as samplers_lib
+from gen.diffusion.discrete import DiscreteProcess, check_grid
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided, guided
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import (OBJECTIVES, OWN_PROCESS, Objective, Process,
                                       make_objective, make_process)
-from gen.diffusion.discrete import DiscreteProcess, check_grid
 from gen.diffusion.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
 
 SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
