@@ -17,12 +17,12 @@ import json
 import jax
 import measure
 
-from gen.core import train as train_lib
+from gen.core import runs
 
 
 def rate(workdir: str, sampler: str, steps: int, batch: int, repeats: int) -> dict:
-  config, _, pipeline, state, step = train_lib.load_workdir(workdir)
-  fn = train_lib.compile_sampler(pipeline, batch, {"sampler": sampler, "steps": steps})
+  config, _, pipeline, state, step = runs.load_workdir(workdir)
+  fn = runs.compile_sampler(pipeline, batch, {"sampler": sampler, "steps": steps})
   params, rng = pipeline.sample_params(state), jax.random.key(0)
   seconds = measure.median_time(lambda: jax.block_until_ready(fn(params, rng)), repeats)
   n = sum(x.size for x in jax.tree.leaves(params))

@@ -24,7 +24,7 @@ import numpy as np
 
 from gen.core import config as config_lib
 from gen.core import xla
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.core.train import build
 
 # Image shapes and classes of the datasets, so no benchmark reads data.

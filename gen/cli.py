@@ -136,9 +136,9 @@ def cmd_sample(argv):
   _setup_jax()
   import jax
 
-  from gen.core import images, train
+  from gen.core import images, runs
 
-  config, spec, pipeline, state, step = train.load_workdir(
+  config, spec, pipeline, state, step = runs.load_workdir(
       values["workdir"], step=None if values["step"] < 0 else values["step"])
   if pipeline.sample is None:
     raise UsageError(f"the {config.family} family draws no samples")
@@ -153,7 +153,7 @@ def cmd_sample(argv):
   _check_sampler_args(pipeline, kwargs, config.family)
   t0 = time.time()
   try:
-    fn = train.compile_sampler(pipeline, num, kwargs)
+    fn = runs.compile_sampler(pipeline, num, kwargs)
     x = jax.device_get(fn(pipeline.sample_params(state), jax.random.key(values["seed"])))
   except ValueError as e:  # Bad sampler values, a prompt longer than the context.
     raise UsageError(str(e)) from None
@@ -217,12 +217,12 @@ def cmd_eval(argv):
   _setup_jax()
   import jax
 
-  from gen.core import parallel, train, xla
+  from gen.core import parallel, runs, train, xla
   from gen.eval import likelihood
 
-  config, spec, pipeline, state, step = train.load_workdir(
+  config, spec, pipeline, state, step = runs.load_workdir(
       values["workdir"], overrides, step=None if values["step"] < 0 else values["step"])
-  data = train.open_data(config, reuse=(values["workdir"],))
+  data = runs.open_data(config, reuse=(values["workdir"],))
   mesh = parallel.make_mesh()
   bsh = parallel.batch_sharding(mesh)
   eval_fn = xla.jit(pipeline.final_eval_step or pipeline.eval_step, pipeline.compiler_options)

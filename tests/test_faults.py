@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, TINY_VAE, config_path, tiny_vae
 
 from gen import cli
+from gen.core import runs as runs_lib
 from gen.core import train as train_lib
 from gen.core.checkpoint import Checkpointer
 from gen.core.workdir import LOCK_FILE, workdir_lock
@@ -107,8 +108,8 @@ def test_train_moves_an_unreadable_newest_checkpoint_aside_and_trains_past_it(
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "corrupt-6"))
   assert Checkpointer(workdir).all_steps() == [4, 6, 8]
   # Resumed from step 4 with its iterator position: the same bits as a straight run.
-  _, _, _, state, step = train_lib.load_workdir(workdir)
-  _, _, _, straight, _ = train_lib.load_workdir(runs[1])
+  _, _, _, state, step = runs_lib.load_workdir(workdir)
+  _, _, _, straight, _ = runs_lib.load_workdir(runs[1])
   assert step == 8
   for x, y in zip(_leaves(straight), _leaves(state), strict=True):
     np.testing.assert_array_equal(x, y)

@@ -11,16 +11,17 @@ import pytest
 from conftest import SHARED_DATA, TINY_LM, config_path
 
 from gen.core import config as config_lib
+from gen.core import runs
 from gen.core import train as train_lib
 from gen.core.data import DataError
 from gen.lm.data import music, pairs as pairs_lib, text as text_lib, token_spec, tokenizer_of
 from gen.lm.data import tokenizers as tok_lib
 from gen.lm.finetune import losses, rewards
-from gen.lm.finetune import pipeline as ft
+from gen.lm.finetune import steps as ft
 
 def _tokenizer(workdir):
   """The tokenizer in a run's data spec."""
-  from gen.core.pipeline import DataSpec
+  from gen.core.family import DataSpec
 
   return tokenizer_of(DataSpec.load(str(workdir)))
 
@@ -263,7 +264,7 @@ def test_ppo_step_through_the_trainer_starts_at_zero_kl(chorale_source, tmp_path
                                         "init_from": str(source), "finetune.ppo_epochs": 2})
   state = train_lib.train(c, str(tmp_path), handle_signals=False)
   assert int(state.step) == 1  # Two PPO updates, one step.
-  _, _, _, src_state, _ = train_lib.load_workdir(str(source))
+  _, _, _, src_state, _ = runs.load_workdir(str(source))
   for x, y in zip(jax.tree.leaves(state.ref_params), jax.tree.leaves(src_state.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # The frozen reference.
   assert any(not np.array_equal(x, y) for x, y in
@@ -303,7 +304,7 @@ def test_dpo_step_through_the_trainer_starts_at_log2(chorale_source, tmp_path):
 
 
 def test_reinforce_step_with_prompts_from_text_windows(tmp_path):
-  from gen.lm import pipeline as lm
+  from gen.lm import steps as lm
   from gen.lm.finetune import make
 
   path = tmp_path / "play.txt"

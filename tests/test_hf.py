@@ -21,9 +21,10 @@ from conftest import ROOT, assert_one_line_error, cli_import, fixture_script
 
 from gen import cli
 from gen.core import config as config_lib
+from gen.core import runs
 from gen.core import train as train_lib
 from gen.lm import hf
-from gen.lm import pipeline as lm
+from gen.lm import steps as lm
 from gen.lm.data import bpe, tokenizer_of
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "hf_gpt2")
@@ -42,7 +43,7 @@ def imported(tmp_path_factory):
 def _compare(workdir, prompt, greedy, logits_ref):
   """(max |full-context logit difference|, max |cached-decoding logit difference|, greedy ids)
   of the imported model against transformers' reference."""
-  config, spec, _, state, step = train_lib.load_workdir(workdir)
+  config, spec, _, state, step = runs.load_workdir(workdir)
   assert step == 0
   model = lm.model_of(config, spec)
   full = np.asarray(jax.jit(lambda p, x: lm.logits(model, p, x))(
@@ -69,7 +70,7 @@ def test_a_wrong_mapping_would_not_pass(imported, tmp_path):
   """The fixture tells the mappings apart: flax's LayerNorm epsilon (the old default), or q
   and k swapped, move the logits far beyond the tolerance."""
   logits_ref = np.load(os.path.join(FIXTURE, "reference.npz"))["logits"]
-  config, spec, _, state, _ = train_lib.load_workdir(imported)
+  config, spec, _, state, _ = runs.load_workdir(imported)
   seq = jnp.array([REF["prompt"] + REF["greedy"]])
 
   def diff(cfg, params):
@@ -90,7 +91,7 @@ def test_a_wrong_mapping_would_not_pass(imported, tmp_path):
 def test_tokenizer_matches_gpt2_tokenizer(imported, tmp_path):
   """The workdir's tokenizer (rebuilt from data_spec.json) encodes and decodes as transformers'
   GPT2Tokenizer did; so does one read from tokenizer.json alone."""
-  tok = tokenizer_of(train_lib.load_workdir(imported)[1])
+  tok = tokenizer_of(runs.load_workdir(imported)[1])
   assert isinstance(tok, bpe.ByteBPETokenizer) and tok.vocab_size == 271
   assert tok.start_ids == [270] and tok.end_id == 270  # <|endoftext|>, from config.json.
   only_json = tmp_path / "only_json"
@@ -130,11 +131,11 @@ def test_cli_sample_eval_and_init_from(imported, tmp_path, capsys):
       "train.checkpoint_every": 2, "train.progress": False, "data.batch_size": 2})
   config.lock()
   state = train_lib.train(config, str(tmp_path / "ft"), handle_signals=False)
-  src = train_lib.load_workdir(imported)[3].params
+  src = runs.load_workdir(imported)[3].params
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), jax.device_get(src))
   assert int(state.step) == 2
-  assert tokenizer_of(train_lib.load_workdir(str(tmp_path / "ft"))[1]).to_json() == \
-      tokenizer_of(train_lib.load_workdir(imported)[1]).to_json()
+  assert tokenizer_of(runs.load_workdir(str(tmp_path / "ft"))[1]).to_json() == \
+      tokenizer_of(runs.load_workdir(imported)[1]).to_json()
 
 
 def test_sharded_safetensors_import_the_same(imported, tmp_path, capsys):
@@ -155,8 +156,8 @@ def test_sharded_safetensors_import_the_same(imported, tmp_path, capsys):
               {"weight_map": {k: f for f, part in shards.items() for k in part}})
   rc, err = cli_import(src, tmp_path / "w", capsys=capsys)
   assert rc == 0, err
-  got = train_lib.load_workdir(str(tmp_path / "w"))[3].params
-  jax.tree.map(np.testing.assert_array_equal, got, train_lib.load_workdir(imported)[3].params)
+  got = runs.load_workdir(str(tmp_path / "w"))[3].params
+  jax.tree.map(np.testing.assert_array_equal, got, runs.load_workdir(imported)[3].params)
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -278,7 +279,7 @@ def test_peers_random_gpt2_matches_transformers_live(kind, tmp_path, capsys):
   assert full <= TOLERANCE and cached <= TOLERANCE, (full, cached)
   if ref["margin"] > 1e-4:  # (Near-ties could flip on rounding alone.)
     assert greedy == ref["greedy"]
-  tok = tokenizer_of(train_lib.load_workdir(str(tmp_path / "w"))[1])
+  tok = tokenizer_of(runs.load_workdir(str(tmp_path / "w"))[1])
   for case in ref["tokenizer"]:
     assert tok.encode(case["text"]) == case["ids"]
     assert tok.decode(case["ids"]) == case["decoded"]

@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT, TINY_VAE, config_path, tiny_vae
 
 from gen import cli
+from gen.core import runs
 from gen.core import train as train_lib
 from gen.core.checkpoint import Checkpointer, CheckpointError
 
@@ -98,7 +99,7 @@ def test_sigterm_saves_at_the_step_boundary_and_exits_cleanly(tmp_path):
   assert len(steps) == 1 and 3 <= steps[0] < 1_000_000
   logged = [json.loads(l)["step"] for l in metrics.read_text().splitlines()]
   assert steps[0] >= max(logged)  # Saved at the boundary after the last finished step.
-  _, _, _, state, step = train_lib.load_workdir(str(workdir))
+  _, _, _, state, step = runs.load_workdir(str(workdir))
   assert step == steps[0] and int(state.step) == steps[0]
 
 
@@ -123,7 +124,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
   with pytest.raises(train_lib.TrainingError, match="non-finite loss=nan at step 5.*step 4"):
     train_lib.train(config, str(tmp_path), handle_signals=False)
   assert Checkpointer(str(tmp_path)).all_steps() == [2, 4]
-  _, _, _, state, step = train_lib.load_workdir(str(tmp_path))
+  _, _, _, state, step = runs.load_workdir(str(tmp_path))
   assert step == 4 and all(np.all(np.isfinite(x)) for x in _leaves(state.params))
 
 
@@ -145,7 +146,7 @@ def test_unreadable_checkpoint_falls_back_to_the_previous_one(trained, tmp_path,
       with open(os.path.join(dirpath, f), "wb") as fh:
         fh.write(b"\x00garbage")
   with caplog.at_level(logging.WARNING, logger="gen"):
-    _, _, _, state, step = train_lib.load_workdir(workdir)
+    _, _, _, state, step = runs.load_workdir(workdir)
   assert step == 2 and int(state.step) == 2
   assert "checkpoint at step 4" in caplog.text and "unreadable" in caplog.text
   for dirpath, _, files in os.walk(os.path.join(ckpt_dir, "2", "state")):
@@ -153,7 +154,7 @@ def test_unreadable_checkpoint_falls_back_to_the_previous_one(trained, tmp_path,
       with open(os.path.join(dirpath, f), "wb") as fh:
         fh.write(b"\x00garbage")
   with pytest.raises(CheckpointError, match="no readable checkpoint"):
-    train_lib.load_workdir(workdir)
+    runs.load_workdir(workdir)
 
 
 def test_cli_sample_and_eval(trained, tmp_path, capsys):
@@ -171,7 +172,7 @@ def test_cli_sample_and_eval(trained, tmp_path, capsys):
 
 
 def test_init_from_starts_a_fresh_run_from_another_runs_params(trained, tmp_path):
-  _, _, pipeline, source, _ = train_lib.load_workdir(trained)
+  _, _, pipeline, source, _ = runs.load_workdir(trained)
   config = tiny_vae(**{"init_from": trained, "train.num_steps": 0})
   state = train_lib.train(config, str(tmp_path / "ft"), handle_signals=False)
   assert int(state.step) == 0  # A fresh step count and optimizer...

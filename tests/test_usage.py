@@ -8,6 +8,7 @@ from conftest import TINY_DIFFUSION, TINY_VAE, assert_one_line_error, config_pat
 
 from gen import cli
 from gen.core import config as config_lib
+from gen.core import runs
 from gen.core import train as train_lib
 
 
@@ -57,7 +58,7 @@ def test_a_config_error_is_a_config_error_in_python_too():
   config = config_lib.load_file(config_path("vae", "digits.py"))
   config_lib.apply_overrides(config, {"model.arch": "bogus"})
   with pytest.raises(config_lib.ConfigError, match="model.arch"):
-    train_lib.build(config, train_lib.open_data(config).spec)
+    runs.build(config, runs.open_data(config).spec)
 
 
 @pytest.fixture(scope="module")

@@ -285,11 +285,17 @@ def _tuplify(d):
   return d
 
 
+def from_dict(d: Mapping) -> ConfigDict:
+  """A locked config from JSON data (lists become tuples, as configs write them)."""
+  config = ConfigDict(_tuplify(dict(d)))
+  config.lock()
+  return config
+
+
 def load_json(path: str) -> ConfigDict:
-  """Loads the `config.json` a training run wrote into its workdir."""
+  """Loads a `config.json` as it was written (`gen.core.runs.load_config` also fills the
+  keys its family added since)."""
   if not os.path.isfile(path):
     raise ConfigError(f"no config.json at {path}: is this a gen workdir?")
   with open(path) as f:
-    config = ConfigDict(_tuplify(json.load(f)))
-  config.lock()
-  return config
+    return from_dict(json.load(f))

@@ -122,7 +122,7 @@ def save_workdir(workdir: str, config, spec, pipeline, params) -> int:
 
   from gen.core import config as config_lib
   from gen.core.checkpoint import Checkpointer
-  from gen.core.train import CONFIG_FILE
+  from gen.core.runs import CONFIG_FILE
 
   example = spec.example_batch(1)
   state = jax.jit(pipeline.init)(jax.random.key(config.seed), example)

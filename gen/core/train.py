@@ -11,7 +11,6 @@ or SIGINT makes it checkpoint at the next step boundary and return.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -27,56 +26,16 @@ from gen.core import config as config_lib
 from gen.core import images as images_lib
 from gen.core import parallel, stop, xla
 from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like, data_checker
-from gen.core.data import Data, ImageData, postprocess
+from gen.core.data import Data, postprocess
 from gen.core.logging import MetricWriter, progress
-from gen.core.pipeline import SPEC_FILE, DataSpec, Pipeline, TrainState
+from gen.core.family import DataSpec, TrainState
+from gen.core.runs import CONFIG_FILE, build, complete, keys, load_workdir, open_data
 from gen.core.workdir import workdir_lock
 
 log = logging.getLogger("gen")
 
-CONFIG_FILE = "config.json"
-
-
 class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
-
-
-def family_of(config):
-  """The module `gen.<config.family>`."""
-  return importlib.import_module(f"gen.{config.family}")
-
-
-@contextlib.contextmanager
-def _config_errors():
-  """A ValueError while building from a config (`model.arch must be ...`) is a ConfigError:
-  a usage error, exit code 2. Data errors (DataError) are not ValueErrors: they stay what
-  they are."""
-  try:
-    yield
-  except config_lib.ConfigError:
-    raise
-  except ValueError as e:
-    raise config_lib.ConfigError(str(e)) from e
-
-
-def build(config, spec: DataSpec) -> Pipeline:
-  """Imports `gen.<config.family>` and calls its `make(config, spec)`."""
-  with _config_errors():
-    return family_of(config).make(config, spec)
-
-
-def open_data(config, *, reuse=(), process_index: int | None = None,
-              process_count: int | None = None) -> Data:
-  """The data of `config`: its family's `make_data`, else the core's labelled images."""
-  make_data = getattr(family_of(config), "make_data", ImageData)
-  with _config_errors():
-    return make_data(config, process_index=process_index, process_count=process_count,
-                     reuse=reuse)
-
-
-def _keys(seed: int):
-  init, train, evaluate, sample = jax.random.split(jax.random.key(seed), 4)
-  return {"init": init, "train": train, "eval": evaluate, "sample": sample}
 
 
 def _is_loss(name: str) -> bool:
@@ -115,7 +74,7 @@ class _Run:
     # Data errors surface before anything is written. A resumed run reuses what its data
     # saved (e.g. a vocabulary); a fine-tuning run (`init_from`) that of the run it starts from.
     self.data = open_data(config, reuse=(workdir, config.get("init_from", "")))
-    self.data.eval_source  # Open every split now: a bad file fails before step 0.
+    _ = self.data.eval_source  # Open every split now: a bad file fails before step 0.
     self.spec = self.data.spec
     self.pipeline = build(config, self.spec)
     pc = config.get("parallel") or config_lib.base_config().parallel
@@ -135,7 +94,7 @@ class _Run:
     self.eval_batch_size = -(-config.data.eval_batch_size // n) * n
     self.repl = parallel.replicated(self.mesh)
     self.bsh = parallel.batch_sharding(self.mesh)
-    self.keys = _keys(config.seed)
+    self.keys = keys(config.seed)
     p = self.pipeline
     self.eval_step = xla.jit(p.eval_step, p.compiler_options)
     num = config.train.num_samples
@@ -258,18 +217,6 @@ class _Run:
     return paths
 
 
-def compile_sampler(pipeline: Pipeline, num: int, kwargs: dict):
-  """`(params, rng) -> samples`: `pipeline.sample` for `num` samples, jitted once. Python
-  values among `kwargs` (sampler names, step counts) are fixed in the program; arrays and
-  pytrees (prompts, a classifier's params) are traced arguments."""
-  plain = (bool, int, float, str, type(None))
-  static = {k: v for k, v in kwargs.items() if isinstance(v, plain)}
-  traced = {k: v for k, v in kwargs.items() if k not in static}
-  fn = xla.jit(lambda p, rng, t: pipeline.sample(p, rng, num, **static, **t),
-               pipeline.compiler_options)
-  return lambda params, rng: fn(params, rng, traced)
-
-
 def _shapes(tree) -> dict[str, tuple]:
   return {jax.tree_util.keystr(p): tuple(x.shape)
           for p, x in jax.tree_util.tree_leaves_with_path(tree)}
@@ -334,17 +281,10 @@ def check_restart(config, workdir: str, spec: DataSpec) -> None:
     return
   with open(path) as f:
     before = json.load(f)
-  # Keys a family added later (its `KEYS_ADDED`: key -> the value runs saved before had).
-  for key, old in getattr(family_of(config), "KEYS_ADDED", {}).items():
-    node = before
-    *parents, last = key.split(".")
-    for part in parents:
-      node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict) and last not in node:
-      node[last] = old
+  before = complete(before)  # The keys its family added since, as such runs had them.
   after = json.loads(config_lib.to_json(config))
-  keys = set(config_lib.flat_keys(config_lib.ConfigDict(before))) | set(config_lib.flat_keys(config))
-  diff = sorted(k for k in keys if k.split(".")[0] in SHAPE_KEYS and _get(before, k) != _get(after, k))
+  names = set(config_lib.flat_keys(config_lib.ConfigDict(before))) | set(config_lib.flat_keys(config))
+  diff = sorted(k for k in names if k.split(".")[0] in SHAPE_KEYS and _get(before, k) != _get(after, k))
   old_spec = DataSpec.load(workdir)
   if old_spec is not None and old_spec != spec:
     diff += [f"data ({f})" for f in ("shape", "num_classes", "preprocess", "kind", "fields",
@@ -442,6 +382,9 @@ def _train(config, workdir: str, run: _Run, flag: dict, stop_at_step: int | None
       means["steps_per_sec"] = n_summed / max(now - t_log, 1e-9)
       writer.write(s, means)
       bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if _is_loss(k)}, refresh=False)
+      if not getattr(bar, "live", True) and tc.progress:  # No terminal: one line instead.
+        log.info("step %d/%d: %s, %.2f steps/s", s, tc.num_steps, ", ".join(
+            f"{k} {v:.4f}" for k, v in means.items() if _is_loss(k)), means["steps_per_sec"])
       sums, n_summed, t_log = {}, 0, now
 
   def save(s: int):
@@ -517,28 +460,3 @@ def _train(config, workdir: str, run: _Run, flag: dict, stop_at_step: int | None
   ckpt.close()
   writer.close()
   return final
-
-
-def load_workdir(workdir: str, overrides=(), step: int | None = None):
-  """Config, data spec, pipeline and restored state of a training run's workdir."""
-  config = config_lib.load_json(os.path.join(workdir, CONFIG_FILE))
-  if overrides:
-    config.unlock()
-    config_lib.apply_overrides(config, overrides)
-    config.lock()
-  spec = DataSpec.load(workdir)
-  if spec is None:
-    raise CheckpointError(f"no {SPEC_FILE} in {workdir}: is this a gen workdir?")
-  pipeline = build(config, spec)
-  mesh = parallel.make_mesh()
-  repl = parallel.replicated(mesh)
-  example = spec.example_batch(jax.device_count())
-  abstract = jax.eval_shape(pipeline.init, _keys(config.seed)["init"], example)
-  ckpt = Checkpointer(workdir, async_save=False)
-  try:
-    restored = ckpt.restore(abstract_like(abstract, repl), step)
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise CheckpointError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}: train first")
-  return config, spec, pipeline, restored[1], restored[0]

@@ -42,7 +42,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from gen.core import train as train_lib
+from gen.core import runs
 from gen.core import xla
 from gen.core.data import postprocess, preprocess, sources
 from gen.eval import frechet
@@ -139,7 +139,7 @@ def classifier_features(dataset: str, data_dir: str = "", workdir: str = "",
                         batch: int = 500) -> Features:
   """The features of the classifier run for `dataset` (see `find_classifier`)."""
   workdir = find_classifier(dataset, data_dir, workdir)
-  config, spec, pipeline, state, step = train_lib.load_workdir(workdir)
+  config, spec, pipeline, state, step = runs.load_workdir(workdir)
   if pipeline.features is None:
     raise ValueError(f"{workdir} is a {config.family} run, which has no feature map: "
                      "--fd_classifier needs a run whose pipeline defines `features`")
@@ -209,7 +209,7 @@ def reference(features: Features, dataset: str, split: str, data_dir: str, mode:
 def draw_samples(pipeline, state, num: int, batch: int, seed: int, mode: str,
                  sampler_args: dict) -> tuple[np.ndarray, dict]:
   """`num` samples as uint8, from `sample` compiled once at `batch`; and timings."""
-  fn = train_lib.compile_sampler(pipeline, batch, sampler_args)
+  fn = runs.compile_sampler(pipeline, batch, sampler_args)
   params = pipeline.sample_params(state)
   key = jax.random.key(seed)
   out, bar = [], _bar(num, "sampling")
@@ -269,7 +269,7 @@ def evaluate(workdir: str = "", *, metric: str = "fd", num_samples: int = 10_000
   given_args = dict(sampler_args)  # For the record: the flags, not what they load.
   run = None
   if workdir:
-    config, spec, pipeline, state, step = train_lib.load_workdir(workdir, overrides, step)
+    config, spec, pipeline, state, step = runs.load_workdir(workdir, overrides, step)
     if spec.kind != "image":
       raise ValueError(f"--metric={metric} is for image models; {workdir} holds a "
                        f"{config.family} model of tokens")

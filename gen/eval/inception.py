@@ -171,7 +171,7 @@ _LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight",
            ("batch_stats", "var"): "running_var"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def abstract_variables(size: int = 299):
   """Shapes of the network's variables ({"params", "batch_stats"}), without computing them."""
   x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)

@@ -46,17 +46,17 @@ def parse(argv, flags):
 def load_policy(workdir: str, ref: str = "", step: int | None = None):
   """(config, tokenizer, model, pipeline, params, reference params or None) of a run's
   newest checkpoint (or the one at `step`)."""
-  from gen.core import train
-  from gen.lm import pipeline as lm
+  from gen.core import runs
+  from gen.lm import steps as lm
   from gen.lm.data import tokenizer_of
 
-  config, spec, pipeline, state, step = train.load_workdir(workdir, step=step)
+  config, spec, pipeline, state, step = runs.load_workdir(workdir, step=step)
   tokenizer = tokenizer_of(spec)
   if tokenizer is None:
     raise SystemExit(f"{workdir} is not a token model (its data spec holds no tokenizer)")
   ref_params = getattr(state, "ref_params", None)
   if ref:
-    _, _, ref_pipeline, ref_state, _ = train.load_workdir(ref)
+    _, _, ref_pipeline, ref_state, _ = runs.load_workdir(ref)
     ref_params = ref_pipeline.sample_params(ref_state)
   print(f"{workdir}: step {step}", file=sys.stderr)
   model = lm.model_of(config, spec)
@@ -108,7 +108,7 @@ def make_scorer(model, reward_fn):
   """A compiled `(params, ref_params, tokens, generated) -> {name: [B]}`."""
   import functools
 
-  from gen.lm import pipeline as lm
+  from gen.lm import steps as lm
   from gen.lm.finetune import losses
 
   logits_fn = functools.partial(lm.logits, model)
