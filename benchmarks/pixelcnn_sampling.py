@@ -20,7 +20,7 @@ import numpy as np
 from gen.core import config as config_lib
 from gen.core import xla
 from gen.core.data import ImageData
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.pixelcnn import make
 
 

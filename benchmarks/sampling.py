@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import measure
 
-from gen.diffusion import pipeline as diffusion_pipeline
-from gen.lm import pipeline as lm_pipeline
+from gen.diffusion import denoiser as diffusion_denoiser
+from gen.lm import steps as lm_pipeline
 from gen.lm.sampling import choose
-from gen.pixelcnn import pipeline as pixelcnn_pipeline
+from gen.pixelcnn import steps as pixelcnn_pipeline
 from gen.pixelcnn.models import GatedPixelCNN
 
 # Network evaluations of a diffusion sampler run (gen.diffusion.samplers).
@@ -52,13 +52,13 @@ def count_calls(module, fn):
 def diffusion(pipe, config, spec, params, sampler: str, steps: int,
               batch: int) -> measure.Bench:
   """`sampler` at `steps` on `batch` images; the network counted NFE times."""
-  net, rng = diffusion_pipeline.denoiser_parts(config, spec)[0], jax.random.key(1)
+  net, rng = diffusion_denoiser.parts(config, spec)[0], jax.random.key(1)
   fn = lambda p, r: pipe.sample(p, r, batch, sampler=sampler, steps=steps)  # noqa: E731
   (compiled, compile_s), calls = count_calls(
       net, lambda: measure.compile_timed(fn, params, rng, options=pipe.compiler_options))
   x, cond = jnp.zeros((batch,) + tuple(spec.shape)), jnp.ones((batch,))
   one, _ = measure.compile_timed(
-      lambda p, x: diffusion_pipeline.apply_fn(net, p)(x, cond, jnp.zeros((batch,), jnp.int32)),
+      lambda p, x: diffusion_denoiser.apply_fn(net, p)(x, cond, jnp.zeros((batch,), jnp.int32)),
       params, x, options=pipe.compiler_options)
   n = nfe(sampler, steps)
   reported = measure.cost(compiled)

@@ -14,7 +14,7 @@ from conftest import TINY_GAN, config_path
 from gen import cli
 from gen.core import config as config_lib
 from gen.core import train as train_lib
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.eval import frechet, likelihood
 
 

@@ -10,10 +10,10 @@ from conftest import config_path
 from gen.core import config as config_lib
 from gen.core.config import ConfigError
 from gen.core.data import ImageData
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.gan import augment as aug
 from gen.gan import losses, make
-from gen.gan import pipeline as gp
+from gen.gan import steps as gp
 
 # Shrinks any GAN config to something that compiles and steps in seconds.
 TINY_GAN = {

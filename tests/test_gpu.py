@@ -19,7 +19,7 @@ from conftest import TINY_DIFFUSION, TINY_LM, config_path
 
 from gen.core import config as config_lib
 from gen.core import xla
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 
 CTX, VOCAB = 8, 11
 DIGITS = DataSpec((8, 8, 1), 10, "scale")
@@ -88,7 +88,7 @@ def decoding_gap(device) -> float:
   """Largest difference between the logits cached decoding chose each token with and
   those of recomputing the whole prefix, on `device` (float32, full precision)."""
   from gen.lm import make, sampling
-  from gen.lm import pipeline as lm
+  from gen.lm import steps as lm
   from gen.lm.data import token_spec
 
   spec = token_spec(CTX, vocab_size=VOCAB, start_ids=[0])

@@ -10,9 +10,9 @@ import pytest
 from conftest import TINY_LM, config_path
 
 from gen.core import config as config_lib
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.lm import make, sampling
-from gen.lm import pipeline as lm
+from gen.lm import steps as lm
 from gen.lm.data import TokenData as Data
 from gen.lm.data import music, text as text_lib, token_spec
 from gen.lm.data import tokenizers as tok_lib

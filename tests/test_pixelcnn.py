@@ -10,10 +10,10 @@ import pytest
 
 from gen.core import config as config_lib
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.nn import distributions as dist
 from gen.pixelcnn import make
-from gen.pixelcnn import pipeline as pixelcnn
+from gen.pixelcnn import steps as pixelcnn
 from gen.pixelcnn.models import GatedPixelCNN
 
 

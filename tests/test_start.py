@@ -72,12 +72,12 @@ def test_a_corrupt_eval_split_fails_before_step_0_and_writes_nothing(tmp_path, m
 
 
 def test_a_value_that_fails_only_when_compiled_leaves_no_files(tmp_path, monkeypatch, capsys):
-  from gen.vae import pipeline
+  from gen.vae import steps
 
   def broken(*args, **kwargs):
     raise ValueError("a value only the compiled step rejects")
 
-  monkeypatch.setattr(pipeline, "train_step", broken)
+  monkeypatch.setattr(steps, "train_step", broken)
   kept = tmp_path / "kept"  # A folder that exists already keeps what it had, and no more.
   kept.mkdir()
   (kept / "notes.txt").write_text("mine")

@@ -11,9 +11,9 @@ from conftest import tiny_vae
 
 from gen.core.config import ConfigError
 from gen.core.data import ImageData
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.vae import make
-from gen.vae import pipeline as vae
+from gen.vae import steps as vae
 
 
 def _setup(**overrides):

@@ -17,50 +17,28 @@ Reference: CIFAR-10 FID, unconditional, 100% data: StyleGAN2 11.07, DiffAugment-
            network should be expected to land well above them.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.gan.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "gan"
-  c.data.name = "tfds:cifar10"
-  c.data.preprocess = "scale"  # [-1, 1], the range of the generator's tanh.
-  c.data.random_flip = True
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 500
-  c.data.num_threads = 8
-  c.data.prefetch = 8
+  c = default_config()
+  c.data.update(eval_batch_size=500, name="tfds:cifar10", num_threads=8, prefetch=8,
+                random_flip=True)
 
-  c.model = ConfigDict()
-  c.model.latent_dim = 128
-  c.model.g_channels = (512, 256, 128, 64)  # 4x4 -> ... -> 32x32, then a 3x3 conv.
-  c.model.g_out_conv = True  # Last layer: a 3x3 conv at full resolution.
-  c.model.d_channels = (64, 128, 256)  # 32x32 -> 16x16 -> 8x8 -> 4x4.
-  c.model.d_convs_per_stage = 2  # A 3x3 conv before each strided 4x4 conv.
-  c.model.spectral_norm = True
-  c.model.conditional = False  # Conditional batch norm in G, projection D.
-
-  c.gan = ConfigDict()
-  c.gan.loss = "hinge"  # nonsaturating | hinge
-  c.gan.d_lr = 2e-4  # D's learning rate; G's is optim.lr.
-  c.gan.r1_gamma = 0.0  # R1 weight; 0 turns it off (spectral norm instead).
-  c.gan.r1_every = 16  # Lazy R1 every k steps (scaled by k), if r1_gamma > 0.
   c.gan.augment = "color,translation,cutout"  # DiffAugment policy.
+  c.gan.d_lr = 2e-4  # D's learning rate; G's is optim.lr.
+  c.gan.loss = "hinge"  # nonsaturating | hinge
+  c.gan.r1_every = 16  # Lazy R1 every k steps (scaled by k), if r1_gamma > 0.
+  c.gan.r1_gamma = 0.0  # R1 weight; 0 turns it off (spectral norm instead).
   c.gan.standing_stats = 1024  # Latents for G's batch-norm statistics when sampling.
 
-  c.optim.name = "adam"
-  c.optim.lr = 2e-4
-  c.optim.b1 = 0.5
-  c.optim.b2 = 0.999
-  c.optim.warmup_steps = 0
-  c.optim.schedule = "constant"
-  c.optim.grad_clip = 0.0
-  c.optim.ema_decay = 0.9999
+  c.model.update(latent_dim=128, spectral_norm=True)
+  c.model.d_channels = (64, 128, 256)  # 32x32 -> 16x16 -> 8x8 -> 4x4.
+  c.model.d_convs_per_stage = 2  # A 3x3 conv before each strided 4x4 conv.
+  c.model.g_channels = (512, 256, 128, 64)  # 4x4 -> ... -> 32x32, then a 3x3 conv.
 
-  c.train.num_steps = 100000
-  c.train.log_every = 500
-  c.train.eval_every = 10000
-  c.train.eval_batches = 4
-  c.train.sample_every = 5000
-  c.train.checkpoint_every = 5000
+  c.optim.update(b2=0.999, ema_decay=0.9999, lr=0.0002)
+
+  c.train.update(checkpoint_every=5000, eval_batches=4, eval_every=10000, log_every=500,
+                 num_steps=100000, sample_every=5000)
   return c

@@ -19,47 +19,18 @@ FD:        FD (gen classifier features, mnist) 26.84 from 10,000 EMA samples, pr
            616 samples/s, with other jobs on the CPU (docs/RESULTS.md).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.gan.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "gan"
-  c.data.name = "mnist"
-  c.data.preprocess = "scale"  # [-1, 1], the range of the generator's tanh.
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(eval_batch_size=500, name="mnist")
 
-  c.model = ConfigDict()
   c.model.latent_dim = 64
+  c.model.d_channels = (32, 64, 128)  # 28x28 -> 14x14 -> 7x7 -> 4x4.
   c.model.g_channels = (128, 64)  # 7x7 -> 14x14 -> 28x28.
   c.model.g_out_conv = False  # Last layer: a 4x4/2 transposed conv (DCGAN).
-  c.model.d_channels = (32, 64, 128)  # 28x28 -> 14x14 -> 7x7 -> 4x4.
-  c.model.d_convs_per_stage = 1  # 2 adds a 3x3 conv before each strided one.
-  c.model.spectral_norm = False
-  c.model.conditional = False  # Conditional batch norm in G, projection D.
 
-  c.gan = ConfigDict()
-  c.gan.loss = "nonsaturating"  # nonsaturating | hinge
-  c.gan.d_lr = 5e-4  # D's learning rate; G's is optim.lr.
-  c.gan.r1_gamma = 0.1  # R1 weight; 0 turns the penalty off.
-  c.gan.r1_every = 1  # Lazy R1 every k steps (scaled by k); on CPU 1 is fastest.
-  c.gan.augment = ""  # DiffAugment policy, e.g. "color,translation,cutout".
-  c.gan.standing_stats = 512  # Latents for G's batch-norm statistics when sampling.
-
-  c.optim.name = "adam"
-  c.optim.lr = 5e-4
-  c.optim.b1 = 0.5
-  c.optim.b2 = 0.99
-  c.optim.warmup_steps = 0
-  c.optim.schedule = "constant"
-  c.optim.grad_clip = 0.0
-  c.optim.ema_decay = 0.999
-
-  c.train.num_steps = 3000
-  c.train.log_every = 100
-  c.train.eval_every = 500
+  c.train.update(checkpoint_every=500, eval_every=500, num_steps=3000, sample_every=500)
   c.train.eval_batches = 2  # 1000 test images per eval.
-  c.train.sample_every = 500
-  c.train.checkpoint_every = 500
   return c

@@ -25,55 +25,25 @@ Reference: NLL per time step on the JSB quarter-note piano roll (88 binary notes
            note) but a different task, so not directly comparable.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.lm.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "lm"
-  c.data.name = "jsb_chorales"
-  c.data.seq_len = 128  # 32 quarter notes (8 bars of 4/4) of context.
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 64
+  c = default_config()
+  c.data.update(batch_size=16, name="jsb_chorales")
   c.data.eval_split = "valid"  # valid | test
+  c.data.seq_len = 128  # 32 quarter notes (8 bars of 4/4) of context.
 
-  c.model = ConfigDict()
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.width = 128
-  c.model.norm = "layernorm"  # layernorm | rmsnorm
-  c.model.norm_eps = 1e-6  # The epsilon the figures above were measured with (GPT-2: 1e-5).
-  c.model.mlp = "gelu"  # gelu | swiglu
-  c.model.positions = "rotary"  # learned | rotary
-  c.model.tie_embeddings = True
-  c.model.use_bias = True
-  c.model.dropout = 0.2  # 55k training tokens: regularize.
+  c.model.update(num_heads=4, num_layers=4, width=128)
   c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
-  c.model.remat = False
+  c.model.norm_eps = 1e-6  # The epsilon the figures above were measured with (GPT-2: 1e-5).
+  c.model.positions = "rotary"  # learned | rotary
 
-  c.sample = ConfigDict()
-  c.sample.max_new_tokens = 400  # 100 quarter notes; a chorale usually ends before (EOS).
-  c.sample.temperature = 1.0
-  c.sample.top_k = 0
-  c.sample.top_p = 0.95
-  c.sample.stride = 0
-
-  c.optim.name = "adamw"
-  c.optim.lr = 1e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.weight_decay = 0.1
   c.optim.warmup_steps = 50
-  c.optim.schedule = "cosine"
-  c.optim.min_lr_ratio = 0.1
-  c.optim.grad_clip = 1.0
-  c.optim.ema_decay = 0.0
 
-  c.train.num_steps = 1500
-  c.train.log_every = 100
-  c.train.eval_every = 250
-  c.train.eval_batches = 0
-  c.train.sample_every = 500
-  c.train.num_samples = 4
-  c.train.checkpoint_every = 500
+  c.sample.update(temperature=1.0, top_k=0, top_p=0.95)
+  c.sample.max_new_tokens = 400  # 100 quarter notes; a chorale usually ends before (EOS).
+
+  c.train.update(checkpoint_every=500, log_every=100, num_samples=4, num_steps=1500,
+                 sample_every=500)
   return c

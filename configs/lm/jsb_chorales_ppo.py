@@ -55,17 +55,8 @@ def get_config():
 
   c.data.batch_size = 16  # Samples per step.
   c.data.eval_batch_size = 64
-  c.optim.lr = 5e-5
-  c.optim.warmup_steps = 10
-  c.optim.schedule = "constant"
-  c.optim.weight_decay = 0.0
-  c.optim.ema_decay = 0.0
+  c.optim.update(lr=5e-5, warmup_steps=10, schedule="constant", weight_decay=0.0, ema_decay=0.0)
 
-  c.train.num_steps = 200
-  c.train.log_every = 10
-  c.train.eval_every = 100
-  c.train.eval_batches = 0
-  c.train.sample_every = 100
-  c.train.num_samples = 4
-  c.train.checkpoint_every = 100
+  c.train.update(num_steps=200, log_every=10, eval_every=100, eval_batches=0, sample_every=100,
+                 num_samples=4, checkpoint_every=100)
   return c

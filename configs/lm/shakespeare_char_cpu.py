@@ -19,57 +19,19 @@ Reference: nanoGPT's README: this shape (4 layers, 4 heads, 128 wide, context 64
            CPU (a laptop).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.lm.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "lm"
-  c.data.name = "text:tinyshakespeare/input.txt"
-  c.data.tokenizer = "char"  # char | byte | sentencepiece
-  c.data.vocab_size = 0  # sentencepiece only.
+  c = default_config()
+  c.data.update(batch_size=12, eval_batch_size=128)
   c.data.seq_len = 64  # Context length (nanoGPT's block_size).
-  c.data.batch_size = 12
-  c.data.eval_batch_size = 128
-  c.data.eval_split = "val"
 
-  c.model = ConfigDict()
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.width = 128
-  c.model.norm = "layernorm"  # layernorm | rmsnorm
-  c.model.norm_eps = 1e-6  # The epsilon the figures above were measured with (GPT-2: 1e-5).
-  c.model.mlp = "gelu"  # gelu | swiglu
-  c.model.positions = "learned"  # learned | rotary
-  c.model.tie_embeddings = True
-  c.model.use_bias = True
-  c.model.dropout = 0.0
+  c.model.update(dropout=0.0, num_heads=4, num_layers=4, width=128)
   c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
-  c.model.remat = False
+  c.model.norm_eps = 1e-6  # The epsilon the figures above were measured with (GPT-2: 1e-5).
 
-  c.sample = ConfigDict()
   c.sample.max_new_tokens = 256
-  c.sample.temperature = 0.8
-  c.sample.top_k = 200  # 0: off.
-  c.sample.top_p = 1.0  # 1: off.
-  c.sample.stride = 0  # Cache slide past the context; 0: a quarter of it (gen.lm.sampling).
 
-  c.optim.name = "adamw"
-  c.optim.lr = 1e-3
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.99
-  c.optim.weight_decay = 0.1
-  c.optim.warmup_steps = 100
-  c.optim.schedule = "cosine"
-  c.optim.min_lr_ratio = 0.1
-  c.optim.grad_clip = 1.0
-  c.optim.ema_decay = 0.0
-
-  c.train.num_steps = 2000
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.eval_batches = 0  # The whole val split (1,742 windows of 64 characters).
-  c.train.sample_every = 1000
-  c.train.num_samples = 2
-  c.train.checkpoint_every = 1000
+  c.train.update(eval_every=500, log_every=100, num_steps=2000)
   return c

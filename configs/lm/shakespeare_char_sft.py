@@ -31,12 +31,6 @@ def get_config():
   c.data.train_split = "val[:50%]"  # 55,770 characters of The Taming of the Shrew.
   c.data.eval_split = "val[50%:70%]"  # 22,308 more characters of it, not trained on.
   c.model.dropout = 0.1  # A small training text.
-  c.optim.lr = 3e-4
-  c.optim.warmup_steps = 20
-  c.optim.min_lr_ratio = 0.1
-  c.train.num_steps = 300
-  c.train.log_every = 50
-  c.train.eval_every = 50
-  c.train.sample_every = 300
-  c.train.checkpoint_every = 300
+  c.optim.update(lr=3e-4, warmup_steps=20, min_lr_ratio=0.1)
+  c.train.update(num_steps=300, log_every=50, eval_every=50, sample_every=300, checkpoint_every=300)
   return c

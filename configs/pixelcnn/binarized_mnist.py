@@ -20,34 +20,18 @@ Reference: PixelCNN 81.30 nats on binarized MNIST (van den Oord et al. 2016, "Pi
            binarization), which is close to, not the same as, the static one.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.pixelcnn.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "pixelcnn"
-  c.data.name = "mnist"
-  c.data.preprocess = "binarize"
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(batch_size=16, eval_batch_size=500, name="mnist")
 
-  c.model = ConfigDict()
-  c.model.head = "bernoulli"
-  c.model.num_mix = 5
-  c.model.features = 32
+  c.model.update(features=32, input_kernel=7)
   c.model.num_layers = 10  # Receptive field: 13 rows above, 13 pixels to the left.
-  c.model.input_kernel = 7
-  c.model.conditional = False
 
-  c.optim.lr = 2e-3
-  c.optim.warmup_steps = 200
-  c.optim.ema_decay = 0.999
+  c.optim.update(ema_decay=0.999, warmup_steps=200)
 
-  c.train.num_steps = 5000
-  c.train.log_every = 100
-  c.train.eval_every = 2500
-  c.train.eval_batches = 2
-  c.train.sample_every = 2500
-  c.train.num_samples = 16
-  c.train.checkpoint_every = 1000
+  c.train.update(checkpoint_every=1000, eval_batches=2, eval_every=2500, num_samples=16,
+                 num_steps=5000, sample_every=2500)
   return c

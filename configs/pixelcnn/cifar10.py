@@ -11,35 +11,18 @@ Reference: PixelCNN++ 2.92 bits/dim on the CIFAR-10 test set (Salimans et al. 20
            family, sized like the Gated PixelCNN paper (15 layers); expect it between the two.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.pixelcnn.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "pixelcnn"
-  c.data.name = "tfds:cifar10"
-  c.data.preprocess = "scale"
-  c.data.random_flip = True
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 500
-  c.data.num_threads = 8
+  c = default_config()
+  c.data.update(batch_size=64, eval_batch_size=500, name="tfds:cifar10", num_threads=8,
+                preprocess="scale", random_flip=True)
 
-  c.model = ConfigDict()
-  c.model.head = "logistic_mixture"
-  c.model.num_mix = 10
-  c.model.features = 128
-  c.model.num_layers = 15
-  c.model.input_kernel = 7
-  c.model.conditional = False
+  c.model.update(features=128, head="logistic_mixture", input_kernel=7, num_layers=15, num_mix=10)
 
-  c.optim.lr = 1e-3
-  c.optim.warmup_steps = 2000
-  c.optim.ema_decay = 0.9995
+  c.optim.update(ema_decay=0.9995, lr=0.001, warmup_steps=2000)
 
-  c.train.num_steps = 500_000
-  c.train.log_every = 500
-  c.train.eval_every = 25_000
-  c.train.sample_every = 25_000
-  c.train.num_samples = 16
-  c.train.checkpoint_every = 5000
+  c.train.update(checkpoint_every=5000, eval_every=25000, log_every=500, num_samples=16,
+                 num_steps=500000, sample_every=25000)
   return c

@@ -9,32 +9,9 @@ Result:    exact test NLL 22.72 nats (0.512 bits/dim) on the 297 test digits, EM
            readable even for real ones (compare the originals in completions.png).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.pixelcnn.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "pixelcnn"
-  c.data.name = "digits"
-  c.data.preprocess = "binarize"
-  c.data.batch_size = 32
-  c.data.eval_batch_size = 297
-
-  c.model = ConfigDict()
-  c.model.head = "bernoulli"  # bernoulli (binarized data) | logistic_mixture (8-bit data)
-  c.model.num_mix = 5  # Logistic mixture components (logistic_mixture head).
-  c.model.features = 24
-  c.model.num_layers = 4
-  c.model.input_kernel = 5
-  c.model.conditional = False
-
-  c.optim.lr = 2e-3
-  c.optim.warmup_steps = 100
-  c.optim.ema_decay = 0.995
-
-  c.train.num_steps = 2500
-  c.train.log_every = 100
-  c.train.eval_every = 1250
-  c.train.sample_every = 1250
-  c.train.checkpoint_every = 1250
+  c = default_config()
   return c

@@ -11,34 +11,17 @@ Result:    exact test NLL 3.157 bits/dim (1716 nats), all 10,000 test images, EM
            recognisable items. Train longer (or on an accelerator) for real samples.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.pixelcnn.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "pixelcnn"
-  c.data.name = "fashion_mnist"
-  c.data.preprocess = "scale"
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(batch_size=16, eval_batch_size=500, name="fashion_mnist", preprocess="scale")
 
-  c.model = ConfigDict()
-  c.model.head = "logistic_mixture"
-  c.model.num_mix = 5
-  c.model.features = 24
-  c.model.num_layers = 5
-  c.model.input_kernel = 7
-  c.model.conditional = False
+  c.model.update(head="logistic_mixture", input_kernel=7, num_layers=5)
 
-  c.optim.lr = 2e-3
-  c.optim.warmup_steps = 200
-  c.optim.ema_decay = 0.999
+  c.optim.update(ema_decay=0.999, warmup_steps=200)
 
-  c.train.num_steps = 1500
-  c.train.log_every = 100
-  c.train.eval_every = 750
-  c.train.eval_batches = 2
-  c.train.sample_every = 750
-  c.train.num_samples = 16
-  c.train.checkpoint_every = 500
+  c.train.update(checkpoint_every=500, eval_batches=2, eval_every=750, num_samples=16,
+                 num_steps=1500, sample_every=750)
   return c

@@ -7,38 +7,9 @@ Result:    test split (297 images), EMA params, step 3000: IWAE NLL (k=64) 22.27
            (0.502 bits/dim); negative ELBO 22.71 nats. Samples are recognisable digits.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.vae.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "vae"
-  c.data.name = "digits"
-  c.data.preprocess = "binarize"
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 297  # The whole digits test split in one batch.
-
-  c.model = ConfigDict()
-  c.model.arch = "conv"  # conv | mlp
-  c.model.mlp_depth = 2  # Hidden layers of the mlp encoder and decoder (arch="mlp").
-  c.model.latent_dim = 8
-  c.model.channels = (32, 64)
-  c.model.hidden = 256
-  c.model.likelihood = "bernoulli"
-  c.model.beta = 1.0
-
-  c.eval = ConfigDict()
-  c.eval.iwae_k_train = 64  # Importance samples in the periodic evals.
-  c.eval.iwae_k = 5000  # Importance samples for `gen eval`.
-  c.eval.iwae_batch = 8192  # Decoder inputs per IWAE chunk (memory bound).
-
-  c.optim.lr = 2e-3
-  c.optim.warmup_steps = 100
-  c.optim.ema_decay = 0.995
-
-  c.train.num_steps = 3000
-  c.train.log_every = 100
-  c.train.eval_every = 1000
-  c.train.sample_every = 1000
-  c.train.checkpoint_every = 1000
+  c = default_config()
   return c

@@ -14,40 +14,22 @@ Reference: VAE / IWAE test NLL on dynamically binarized MNIST, k=5000: 86.76 / 8
            3,280 epochs; this config is 2.4 nats behind their VAE after 128 epochs.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.vae.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "vae"
-  c.data.name = "mnist"
-  c.data.preprocess = "binarize"
-  c.data.batch_size = 128
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(batch_size=128, eval_batch_size=500, name="mnist")
 
-  c.model = ConfigDict()
-  c.model.arch = "mlp"  # Burda et al.: two tanh layers of 200 units, 50 latents.
-  c.model.mlp_depth = 2  # Hidden layers of the mlp encoder and decoder (arch="mlp").
-  c.model.latent_dim = 50
-  c.model.channels = (32, 64)  # Used by arch="conv" only.
-  c.model.hidden = 200
-  c.model.likelihood = "bernoulli"
-  c.model.beta = 1.0
-
-  c.eval = ConfigDict()
-  c.eval.iwae_k_train = 100  # Importance samples in the periodic evals.
-  c.eval.iwae_k = 5000  # Importance samples for `gen eval`, as in Burda et al.
   c.eval.iwae_batch = 50000  # Decoder inputs per IWAE chunk (memory bound).
+  c.eval.iwae_k_train = 100  # Importance samples in the periodic evals.
 
-  c.optim.lr = 3e-3
-  c.optim.grad_clip = 0.0
-  c.optim.warmup_steps = 500
-  c.optim.ema_decay = 0.999
+  c.model.update(hidden=200, latent_dim=50)
+  c.model.arch = "mlp"  # Burda et al.: two tanh layers of 200 units, 50 latents.
 
-  c.train.num_steps = 60000
-  c.train.log_every = 500
-  c.train.eval_every = 10000
+  c.optim.update(ema_decay=0.999, grad_clip=0.0, lr=0.003, warmup_steps=500)
+
+  c.train.update(checkpoint_every=5000, eval_every=10000, log_every=500, num_steps=60000,
+                 sample_every=10000)
   c.train.eval_batches = 4  # 2000 test images per periodic eval; `gen eval` uses all 10000.
-  c.train.sample_every = 10000
-  c.train.checkpoint_every = 5000
   return c

@@ -84,13 +84,16 @@ class MetricWriter:
 
 
 def progress(total: int, initial: int, enabled: bool):
-  """A tqdm bar (steps/s and ETA are tqdm's own); a no-op object when disabled."""
-  if enabled and jax.process_index() == 0:
+  """A tqdm bar (steps/s and ETA are tqdm's own) on a terminal; a no-op object when disabled,
+  on other processes, or when stderr is not a terminal (a log file gets the trainer's line
+  every `train.log_every` steps instead of carriage-return updates; its `live` is False)."""
+  if enabled and jax.process_index() == 0 and sys.stderr.isatty():
     from tqdm.auto import tqdm
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1,
                 file=sys.stderr)
 
   class _Null:
+    live = False
     def update(self, n=1): pass
     def set_postfix(self, *a, **k): pass
     def write(self, s): log.info(s)

@@ -5,6 +5,7 @@ generator for sampling, DiffAugment, and class conditioning (conditional batch n
 a projection discriminator).
 """
 
-from gen.gan.pipeline import GANState, make
+from gen.gan.config import default_config
+from gen.gan.steps import GANState, make
 
-__all__ = ["GANState", "make"]
+__all__ = ["default_config", "GANState", "make"]

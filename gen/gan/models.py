@@ -72,7 +72,7 @@ class CondBatchNorm(nn.Module):
     if use_stats:
       if not self.has_variable("stats", "mean"):
         raise ValueError("generator batch-norm statistics are missing: pass the 'stats' "
-                         "collection (see gen.gan.pipeline standing_stats)")
+                         "collection (see gen.gan.steps standing_stats)")
       mean, var = self.get_variable("stats", "mean"), self.get_variable("stats", "var")
     else:
       mean = jnp.mean(x, axes)

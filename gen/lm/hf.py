@@ -39,7 +39,7 @@ from gen.core.config import ConfigDict, base_config
 from gen.core.interop import (Importer, InputError, finish_config, frozen_run, load_safetensors,
                               load_torch, read_json, save_workdir)
 from gen.lm.data import bpe, token_spec
-from gen.lm.pipeline import make
+from gen.lm.steps import make
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"

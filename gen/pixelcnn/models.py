@@ -8,7 +8,7 @@ vertical stack feeds the horizontal one through a 1x1 convolution at every layer
 
 The split matters for sampling: `vertical` runs once per image row, and `horizontal`
 only ever looks at one row, so a row of pixels is sampled without re-running the network
-over the whole image (see `gen.pixelcnn.pipeline`).
+over the whole image (see `gen.pixelcnn.steps`).
 """
 
 from __future__ import annotations

@@ -10,30 +10,9 @@ Result:    test accuracy 97.64% (290 of 297), loss 0.143 nats (re-measured 2026-
            at 297 images the FD is biased upward, compare at equal counts (docs/RESULTS.md).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.classifier.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "classifier"
-  c.data.name = "digits"
-  c.data.preprocess = "scale"
-  c.data.batch_size = 64
-  c.data.eval_batch_size = 297  # The whole digits test split in one batch.
-
-  c.model = ConfigDict()
-  c.model.channels = (32, 64)  # 8 -> 4 -> 2, then a global average pool.
-  c.model.features = 128  # Width of the penultimate layer: the FD feature dimension.
-
-  c.optim.name = "adamw"
-  c.optim.lr = 2e-3
-  c.optim.weight_decay = 1e-4
-  c.optim.warmup_steps = 100
-  c.optim.ema_decay = 0.999
-
-  c.train.num_steps = 2000
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.sample_every = 0
-  c.train.checkpoint_every = 1000
+  c = default_config()
   return c

@@ -24,7 +24,7 @@ import grain
 import numpy as np
 
 from gen.core.data import sources
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 
 PREPROCESS = ("scale", "dequantize", "binarize", "unit")
 
@@ -107,7 +107,7 @@ class Data(abc.ABC):
     fn = getattr(self.eval_source, "derived_metrics", None)
     return fn(metrics) if fn else {}
 
-  def save(self, workdir: str) -> None:
+  def save(self, workdir: str) -> None:  # noqa: B027 (a default, not abstract)
     """Writes what `gen sample` or a resumed run needs besides the spec; default: nothing."""
 
   # ---------------------------------------------------------------------- the streams

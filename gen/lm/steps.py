@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.lm import sampling
 from gen.lm.data import KIND, tokenizer_of
 from gen.lm.data import tokenizers as tok_lib

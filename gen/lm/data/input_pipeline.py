@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gen.core.data import Data
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.lm.data import text
 from gen.lm.data import tokenizers as tok_lib
 

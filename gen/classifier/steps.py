@@ -17,7 +17,7 @@ import optax
 from gen.classifier.models import CNN
 from gen.core import xla
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 
 
 def make_model(config, spec: DataSpec) -> CNN:

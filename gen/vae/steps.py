@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.nn import distributions as dist
 from gen.nn.interpolate import slerp_grid
 from gen.vae.models import PARAMS_PER_PIXEL, VAE

@@ -45,7 +45,7 @@ from flax import struct
 
 from gen.core import xla
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.gan import losses
 from gen.gan.augment import diff_augment, parse_policy
 from gen.gan.models import Discriminator, Generator

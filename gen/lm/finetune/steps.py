@@ -39,8 +39,8 @@ import jax.numpy as jnp
 import optax
 
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
-from gen.lm import pipeline as lm
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.lm import steps as lm
 from gen.lm.data import TokenData, pairs, tokenizer_of
 from gen.lm.finetune import losses, rewards
 from gen.lm.models import GPT

@@ -28,7 +28,7 @@ import optax
 
 from gen.core import xla
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.nn import distributions as dist
 from gen.pixelcnn.models import GatedPixelCNN
 
