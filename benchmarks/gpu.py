@@ -252,13 +252,13 @@ def network_flops(config, spec, params, batch: int) -> float:
   import jax
   import jax.numpy as jnp
 
-  from gen.diffusion import pipeline as diffusion_pipeline
+  from gen.diffusion import denoiser as diffusion_denoiser
 
-  net = diffusion_pipeline.denoiser_parts(config, spec)[0]
+  net = diffusion_denoiser.parts(config, spec)[0]
   x = jnp.zeros((batch,) + tuple(spec.shape))
   cond, labels = jnp.ones((batch,)), jnp.zeros((batch,), jnp.int32)
   with attention("xla"):
-    lowered = jax.jit(lambda p, x: diffusion_pipeline.apply_fn(net, p)(x, cond, labels)).lower(
+    lowered = jax.jit(lambda p, x: diffusion_denoiser.apply_fn(net, p)(x, cond, labels)).lower(
         params, x)
   try:  # The unoptimized program's count: no compilation needed.
     ca = lowered.cost_analysis()

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from gen.diffusion import discrete, samplers
+from gen.diffusion import discrete, sampling, schedulers
 from gen.diffusion.objectives import make_objective, make_process
-from gen.diffusion.pipeline import make_denoiser
+from gen.diffusion.denoiser import make_denoiser
 
 TOL = 2e-5
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -57,7 +57,7 @@ def _group(c):
                             "first_input"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(group):
   """(noise, rng, steps) -> (final, [calls] timesteps, [calls] model inputs) for one group;
   the model's inputs are recorded by an ordered callback, so one program serves 10/25/50."""
@@ -75,7 +75,7 @@ def _compiled(group):
                              c["table"]), jax.ShapeDtypeStruct(x.shape, jnp.float32), x, t)
 
   denoise = make_denoiser(apply_raw, process, objective, with_eps=True)
-  fn = samplers.get(SAMPLER[c["scheduler"]])
+  fn = schedulers.SAMPLERS[SAMPLER[c["scheduler"]]]
   opts = {"eta": 1.0} if c["scheduler"] == "ddim_eta1" else {}
   jitted = jax.jit(lambda noise, rng, steps: fn(lambda x, t: denoise(x, t, None), process,
                                                 noise, rng, steps, **opts))
@@ -222,11 +222,9 @@ def test_bad_settings_are_errors():
   with pytest.raises(ValueError, match="timesteps must lie"):
     make_process("discrete", discrete=dict(timesteps=[1000, 10]))
   with pytest.raises(ValueError, match="level_min"):
-    samplers.euler(lambda x, t: x, make_process("discrete"), jnp.zeros((1, 2)), None, 4,
-                   level_min=0.1)
+    sampling.resolve(make_process("discrete"), "euler", 4, level_min=0.1)
   with pytest.raises(ValueError, match="discrete process"):
-    samplers.ddim(lambda x, t: x, make_process("linear"), jnp.zeros((1, 2)), None, 4,
-                  timesteps=(10, 0))
+    sampling.resolve(make_process("linear"), "ddim", 4, timesteps=(10, 0))
 
 
 # ---------------------------------------------------------------------- peers (live)
@@ -258,8 +256,8 @@ def test_pipeline_config_builds_the_discrete_process():
   is the table, with the spacing its samplers use."""
   import ml_collections
 
-  from gen.core.pipeline import DataSpec
-  from gen.diffusion import pipeline
+  from gen.core.family import DataSpec
+  from gen.diffusion import denoiser
 
   spec = importlib.util.spec_from_file_location(
       "digits_config", os.path.join(ROOT, "configs", "diffusion", "digits.py"))
@@ -270,7 +268,7 @@ def test_pipeline_config_builds_the_discrete_process():
   c.diffusion.discrete = ml_collections.ConfigDict(dict(
       beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
       timestep_spacing="trailing"))
-  _, process, _, cfg = pipeline.denoiser_parts(c, DataSpec((8, 8, 1), 10, "scale"))
+  _, process, _, cfg = denoiser.parts(c, DataSpec((8, 8, 1), 10, "scale"))
   assert isinstance(process, discrete.DiscreteProcess) and cfg.process == "discrete"
   assert process.spacing == "trailing" and process.alphas_cumprod.shape == (1000,)
   ref = discrete.alphas_cumprod_table(discrete.betas_table("scaled_linear", 1000, 0.00085,

@@ -21,9 +21,10 @@ import pytest
 from conftest import ROOT, assert_one_line_error, cli_import, fixture_script
 
 from gen import cli
-from gen.core import train as train_lib
-from gen.diffusion import discrete, samplers
-from gen.diffusion import pipeline as diffusion
+from gen.core import runs
+from gen.diffusion import discrete, schedulers
+import gen.diffusion
+from gen.diffusion import denoiser as diffusion
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "diffusers_unet2d")
 UNET_TOL = 1e-4  # Max |UNet output difference|, float32.
@@ -43,9 +44,9 @@ def imported(tmp_path_factory):
 
 
 def _parts(workdir):
-  config, spec, _, state, step = train_lib.load_workdir(workdir)
+  config, spec, _, state, step = runs.load_workdir(workdir)
   assert step == 0
-  net, process, objective, _ = diffusion.denoiser_parts(config, spec)
+  net, process, objective, _ = diffusion.parts(config, spec)
   return config, net, process, objective, state.params
 
 
@@ -60,7 +61,7 @@ def _compare(workdir, ref, params=None):
   out = np.asarray(unet(params, ref["x"], jnp.asarray(ref["t"], jnp.float32) / 1000.0))
   denoise = diffusion.make_denoiser(diffusion.apply_fn(net, params), process, objective,
                                     with_eps=True)  # As the pipeline samples.
-  ddim = jax.jit(lambda noise: samplers.get("ddim")(
+  ddim = jax.jit(lambda noise: schedulers.ddim(
       lambda x, t: denoise(x, t, None), process, noise, jax.random.key(0), int(ref["ddim_steps"])))
   x = np.asarray(ddim(ref["noise"]))
   sample = np.clip(x / 2 + 0.5, 0.0, 1.0)  # DDIMPipeline's output_type "np".
@@ -98,7 +99,7 @@ def test_v_and_x0_prediction_models_import_and_match(prediction, objective, tmp_
   want = ref[f"ddim_raw_{prediction}"]
   denoise = diffusion.make_denoiser(diffusion.apply_fn(net, params), process, obj,
                                     with_eps=True)
-  x = np.asarray(jax.jit(lambda noise: samplers.get("ddim")(
+  x = np.asarray(jax.jit(lambda noise: schedulers.ddim(
       lambda x, t: denoise(x, t, None), process, noise, None, int(ref["ddim_steps"])))(
           ref["noise"]))
   assert np.abs(x - want).max() <= RAW_TOL, np.abs(x - want).max()
@@ -121,7 +122,7 @@ def test_the_workdir_is_the_scheduler_and_a_wrong_mapping_would_not_pass(importe
   assert np.abs(out - ref["out"]).max() > 10 * UNET_TOL
   no_clip = discrete.make_discrete_process(clip_sample=False)
   denoise = diffusion.make_denoiser(diffusion.apply_fn(net, params), no_clip, objective)
-  sample = np.asarray(discrete.ddim(lambda x, t: denoise(x, t, None), no_clip, ref["noise"],
+  sample = np.asarray(schedulers.ddim(lambda x, t: denoise(x, t, None), no_clip, ref["noise"],
                                     None, int(ref["ddim_steps"])))
   assert np.abs(np.clip(sample / 2 + 0.5, 0, 1) - ref["ddim"]).max() > 100 * DDIM_TOL
 
@@ -137,8 +138,8 @@ def test_fixed_grids_through_the_pipeline(imported, tmp_path, capsys):
   """`sample(timesteps=...)` is the spacing's own grid when given its timesteps (leading:
   DDIM's previous timestep t - N // n is the next entry), traced values of one length share
   a program, and bad grids are errors before anything compiles; `gen sample` takes the flags."""
-  config, spec, pipe, state, _ = train_lib.load_workdir(imported)
-  _, process, _, _ = diffusion.denoiser_parts(config, spec)
+  config, spec, pipe, state, _ = runs.load_workdir(imported)
+  _, process, _, _ = diffusion.parts(config, spec)
   params, rng = state.params, jax.random.key(3)
   grid = tuple(int(t) for t in discrete.ddim_timesteps(jnp.arange(4), 4, 1000, process.spacing,
                                                        process.steps_offset))
@@ -271,7 +272,7 @@ def test_old_names_and_pipeline_folders_read_the_same(tmp_path):
       name = name.replace(f".{new}.", f".{was}.")
     tensors[name] = x
   save_file(tensors, str(src / "unet" / WEIGHTS))
-  from gen.diffusion import hf
+  from gen.diffusion.diffusers import importer as hf
 
   want = load_file(os.path.join(FIXTURE, WEIGHTS))
   got = hf.read_tensors(str(src))[0]
@@ -331,7 +332,7 @@ def test_peers_random_unet2d_matches_diffusers_live(tmp_path, capsys):
 def test_integer_timesteps_are_embedded_exactly():
   """cond = t / 1000 in float32 does not always give back t when multiplied by 1000 (10 of
   the integers below 1000 miss by an ulp); the UNet2D takes the nearest integer there."""
-  from gen.diffusion import unet2d
+  from gen.diffusion.diffusers import unet2d
 
   t = np.arange(1000, dtype=np.float32)
   cond = t / np.float32(1000.0)
@@ -345,9 +346,9 @@ def test_integer_timesteps_are_embedded_exactly():
 def test_unet2d_configs_are_checked(imported):
   """model.arch='unet2d' settings gen cannot build are config errors naming the key."""
   from gen.core.config import ConfigError
-  from gen.core.pipeline import DataSpec
+  from gen.core.family import DataSpec
 
-  config = train_lib.load_workdir(imported)[0]
+  config = runs.load_workdir(imported)[0]
   cases = {"model.unet2d.norm_num_groups": ("model.unet2d.norm_num_groups", 3),
            "model.unet2d.up_block_types": ("model.unet2d.up_block_types",
                                            ("UpBlock2D", "CrossAttnUpBlock2D")),
@@ -362,6 +363,6 @@ def test_unet2d_configs_are_checked(imported):
       node = node[p]
     node[leaf] = value
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
-      diffusion.make(c, DataSpec((8, 8, 3), 1, "scale"))
+      gen.diffusion.make(c, DataSpec((8, 8, 3), 1, "scale"))
   with pytest.raises(ConfigError, match="image size 5x5 must be divisible by 2"):
-    diffusion.make(config, DataSpec((5, 5, 3), 0, "scale"))
+    gen.diffusion.make(config, DataSpec((5, 5, 3), 0, "scale"))

@@ -24,12 +24,12 @@ from gen import cli
 from gen.core import config as config_lib
 from gen.core import train as train_lib
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.diffusion import make
 from gen.diffusion import samplers as S
 from gen.diffusion.models import DiT, UNet
 from gen.diffusion.objectives import make_objective, make_process
-from gen.diffusion.pipeline import make_denoiser, per_example_loss
+from gen.diffusion.denoiser import make_denoiser, per_example_loss
 
 # (objective, process): every objective, eps / v / x0 on both VP schedules between them.
 SETUPS = {"eps-linear": ("eps", "linear"), "v-cosine": ("v", "cosine"),
@@ -74,14 +74,14 @@ def analytic_raw(objective, process, posterior_mean):
   return apply_raw
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_sampler(setup, sampler, data="gauss"):
   """One compiled program per (setup, sampler): steps and options are traced arguments."""
   obj_name, proc_name = SETUPS[setup]
   process, objective = make_process(proc_name), make_objective(obj_name)
   posterior = gaussian_x0 if data == "gauss" else mixture_x0
   denoise = make_denoiser(analytic_raw(objective, process, posterior), process, objective)
-  fn = S.get(sampler)
+  fn = S.SAMPLERS[sampler]
 
   @jax.jit
   def run(noise, rng, steps, opts):

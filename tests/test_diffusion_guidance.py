@@ -23,13 +23,14 @@ from gen import cli
 from gen.core import config as config_lib
 from gen.core import train as train_lib
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.diffusion import make
 from gen.diffusion import samplers as S
 from gen.diffusion.guidance import NoisyClassifier, classifier_guided
 from gen.diffusion.models import DiTClassifier, UNetClassifier
 from gen.diffusion.objectives import make_objective, make_process
-from gen.diffusion.pipeline import EVAL_LEVELS, make_denoiser, noisy_classifier
+from gen.diffusion.denoiser import make_denoiser
+from gen.diffusion.noisy_classifier import EVAL_LEVELS, noisy_classifier
 
 
 def mixture_classifier(process, name):
@@ -113,7 +114,7 @@ def test_guidance_of_a_denoiser_that_returns_eps():
     np.testing.assert_allclose(g1, u1 + w * (c1 - u1), rtol=1e-6)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_guided(setup, sampler):
   """(guided samples, samples from the exact class-conditional denoiser) from the same noise,
   in one compiled program per (setup, sampler); steps and the scale are traced."""
@@ -125,7 +126,7 @@ def compiled_guided(setup, sampler):
     labels = jnp.arange(noise.shape[0], dtype=jnp.int32) % 2
     exact = make_denoiser(analytic_raw(objective, process, functools.partial(
         component_x0, k=np.arange(noise.shape[0]) % 2)), process, objective)
-    fn = S.get(sampler)
+    fn = S.SAMPLERS[sampler]
     return (fn(lambda x, t: guided(scale)(x, t, labels), process, noise, rng, steps),
             fn(lambda x, t: exact(x, t, None), process, noise, rng, steps))
   return run

@@ -15,11 +15,13 @@ from conftest import assert_one_line_error, tiny_autoencoder, tiny_latent
 
 from gen import cli
 from gen.core import config as config_lib
+from gen.core import runs
 from gen.core import train as train_lib
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.diffusion import autoencoder as ae_lib
 from gen.diffusion import latent as latent_lib
-from gen.diffusion import pipeline as diffusion
+import gen.diffusion
+from gen.diffusion import denoiser as diffusion
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_autoencoder_discriminator_joins_at_its_start_step(tmp_path):
                                  "model.autoencoder.disc_weight": 0.5,
                                  "model.autoencoder.disc_start": 2})
   spec = DataSpec.images((8, 8, 1), 10, "scale")
-  p = diffusion.make(c, spec)
+  p = gen.diffusion.make(c, spec)
   batch = {"image": jnp.linspace(-1, 1, 8 * 64).reshape(8, 8, 8, 1),
            "label": jnp.zeros((8,), jnp.int32)}
   state = p.init(jax.random.key(0), batch)
@@ -112,8 +114,8 @@ def test_normalization_makes_training_latents_unit_variance(ae_dir, normalize):
 
 
 def test_latent_sample_is_the_decoded_sampler_output(latent_run):
-  config, spec, pipeline, state, _ = train_lib.load_workdir(latent_run)
-  net, process, objective, cfg = diffusion.denoiser_parts(config, spec,
+  config, spec, pipeline, state, _ = runs.load_workdir(latent_run)
+  net, process, objective, cfg = diffusion.parts(config, spec,
                                                           latent_lib.codec(config, spec))
   assert cfg.shape == (4, 4, 2)
   params, rng = pipeline.sample_params(state), jax.random.key(3)
@@ -196,9 +198,9 @@ def test_a_run_refuses_another_or_a_changed_autoencoder(ae_dir, tmp_path, capsys
 def test_latent_config_errors(ae_dir):
   spec = latent_lib.make_data(tiny_latent(ae_dir)).spec
   with pytest.raises(config_lib.ConfigError, match="clip_denoised"):
-    diffusion.make(tiny_latent(ae_dir, **{"diffusion.clip_denoised": True}), spec)
+    gen.diffusion.make(tiny_latent(ae_dir, **{"diffusion.clip_denoised": True}), spec)
   with pytest.raises(config_lib.ConfigError, match="no latent record"):
-    diffusion.make(tiny_latent(ae_dir), DataSpec.images((8, 8, 1), 10, "scale"))
+    gen.diffusion.make(tiny_latent(ae_dir), DataSpec.images((8, 8, 1), 10, "scale"))
   with pytest.raises(config_lib.ConfigError, match="latent.normalize"):
     latent_lib.make_data(tiny_latent(ae_dir, **{"latent.normalize": "zscore"}))
   with pytest.raises(config_lib.ConfigError, match="no checkpoint of step 7"):

@@ -15,42 +15,18 @@ Reference: LDM's KL-regularized first stage (Rombach et al. 2022), kl_weight 1e-
            without LDM's perceptual loss and discriminator (disc_weight 0).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.diffusion.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = "mnist"
-  c.data.preprocess = "scale"  # [-1, 1].
-  c.data.batch_size = 32
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(batch_size=32, name="mnist")
 
-  c.model = ConfigDict()
   c.model.kind = "autoencoder"  # denoiser | classifier | autoencoder
-  c.model.autoencoder = ConfigDict()
-  c.model.autoencoder.pad = 2  # 28 -> 32 (edge values), so the latent is 8 x 8.
-  c.model.autoencoder.channels = 16
-  c.model.autoencoder.channel_mult = (1, 2, 4)  # 32 -> 16 -> 8: f = 4.
-  c.model.autoencoder.num_res_blocks = 1
-  c.model.autoencoder.groups = 8  # GroupNorm groups (at most).
-  c.model.autoencoder.latent_channels = 4  # Latent 8 x 8 x 4 = 256 numbers per image.
-  c.model.autoencoder.loss = "l1"  # l1 | l2: the reconstruction term.
-  c.model.autoencoder.kl_weight = 1e-6  # LDM's KL weight (per summed latent / summed pixels).
-  c.model.autoencoder.disc_weight = 0.0  # > 0: a patch discriminator's hinge loss joins...
-  c.model.autoencoder.disc_start = 1000  # ...from this step (LDM: after a warm-up).
-  c.model.autoencoder.disc_channels = 32
-  c.model.autoencoder.disc_layers = 2
 
-  c.optim.name = "adam"
-  c.optim.lr = 1e-3
-  c.optim.warmup_steps = 100
-  c.optim.ema_decay = 0.999
+  c.optim.update(ema_decay=0.999, lr=0.001)
 
-  c.train.num_steps = 2000
-  c.train.log_every = 100
-  c.train.eval_every = 1000
+  c.train.update(checkpoint_every=1000, eval_every=1000, log_every=100, num_steps=2000)
   c.train.eval_batches = 4  # 2000 test images per eval.
   c.train.sample_every = 1000  # Reconstructions (test images over them).
-  c.train.checkpoint_every = 1000
   return c

@@ -19,61 +19,27 @@ Reference: Ho et al. 2020 (DDPM): ch 128, ch_mult (1, 2, 2, 2), 2 res blocks, at
            without ADM's scale-shift norm, which this UNet uses (Dhariwal & Nichol 2021).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.diffusion.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = "tfds:cifar10"
-  c.data.preprocess = "scale"  # [-1, 1].
-  c.data.random_flip = True
-  c.data.batch_size = 128
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(name="tfds:cifar10", random_flip=True)
 
-  c.model = ConfigDict()
-  c.model.arch = "unet"  # unet | dit
-  c.model.conditional = False  # Class embedding (+ label dropout for guidance).
-  c.model.label_dropout = 0.0  # P(null label) in training; > 0 enables guidance.
-  c.model.dropout = 0.1
-  c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
-  c.model.unet = ConfigDict()
-  c.model.unet.channels = 128
-  c.model.unet.channel_mult = (1, 2, 2, 2)  # 32 -> 16 -> 8 -> 4.
-  c.model.unet.num_res_blocks = 2
-  c.model.unet.attn_resolutions = (16,)
-  c.model.unet.heads = 4
-  c.model.unet.groups = 32  # GroupNorm groups (at most).
-  c.model.dit = ConfigDict()  # Used with model.arch = "dit".
-  c.model.dit.patch = 2
-  c.model.dit.dim = 384
-  c.model.dit.depth = 12
-  c.model.dit.heads = 6
-  c.model.dit.mlp_ratio = 4.0
-  c.model.dit.positions = "sincos"  # sincos (fixed, as in DiT) | learned
-
-  c.diffusion = ConfigDict()
-  c.diffusion.objective = "eps"  # eps | v | x0 | edm | flow
-  c.diffusion.schedule = "linear"  # linear | cosine (eps, v, x0 only)
-  c.diffusion.sigma_data = 0.5  # EDM's data standard deviation.
-  c.diffusion.p_mean = -1.2  # EDM's training noise levels: ln s ~ N(p_mean, p_std^2).
-  c.diffusion.p_std = 1.2
-  c.diffusion.sampler = "ddim"  # ddpm ddim euler heun dpmpp_2m flow_euler flow_heun
-  c.diffusion.sample_steps = 100  # For the periodic grids; FID as published: ddpm, 1000.
-  c.diffusion.guidance = 1.0  # Classifier-free guidance scale; 1 = none.
   c.diffusion.clip_denoised = True  # Clip x0_hat to [-1, 1] at every step (as DDPM does).
+  c.diffusion.objective = "eps"  # eps | v | x0 | edm | flow
+  c.diffusion.sample_steps = 100  # For the periodic grids; FID as published: ddpm, 1000.
+  c.diffusion.sampler = "ddim"  # ddpm ddim euler heun dpmpp_2m flow_euler flow_heun
+  c.diffusion.schedule = "linear"  # linear | cosine (eps, v, x0 only)
 
-  c.optim.name = "adam"
-  c.optim.lr = 2e-4
-  c.optim.warmup_steps = 5000
-  c.optim.schedule = "constant"
-  c.optim.grad_clip = 1.0
-  c.optim.ema_decay = 0.9999
+  c.model.dit.update(depth=12, dim=384, heads=6, patch=2)
+  c.model.dropout = 0.1
+  c.model.unet.update(attn_resolutions=(16,), channels=128, num_res_blocks=2)
+  c.model.unet.channel_mult = (1, 2, 2, 2)  # 32 -> 16 -> 8 -> 4.
+  c.model.unet.groups = 32  # GroupNorm groups (at most).
 
-  c.train.num_steps = 800_000
-  c.train.log_every = 100
-  c.train.eval_every = 10_000
-  c.train.eval_batches = 4
-  c.train.sample_every = 10_000
-  c.train.checkpoint_every = 10_000
+  c.optim.update(ema_decay=0.9999, lr=0.0002, schedule="constant", warmup_steps=5000)
+
+  c.train.update(checkpoint_every=10000, eval_batches=4, eval_every=10000, log_every=100,
+                 num_steps=800000, sample_every=10000)
   return c

@@ -25,58 +25,24 @@ Result:    test split (297 images), EMA params, step 2000: accuracy 0.892 at ran
 Reference: classifier guidance (Dhariwal & Nichol 2021) on EDM (Karras et al. 2022).
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.diffusion.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = "digits"
-  c.data.preprocess = "scale"  # [-1, 1].
+  c = default_config()
   c.data.batch_size = 64
   c.data.eval_batch_size = 297  # The whole digits test split in one batch.
 
-  c.model = ConfigDict()
-  c.model.kind = "classifier"  # denoiser | classifier: p_t(y | x_t) for guidance.
-  c.model.arch = "unet"  # unet (its way down) | dit (its blocks)
-  c.model.dropout = 0.1
-  c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
-  c.model.unet = ConfigDict()
-  c.model.unet.channels = 32
-  c.model.unet.channel_mult = (1, 2)  # 8x8 -> 4x4.
-  c.model.unet.num_res_blocks = 1
-  c.model.unet.attn_resolutions = ()  # Self-attention only in the 4x4 middle.
-  c.model.unet.heads = 4
-  c.model.unet.groups = 8  # GroupNorm groups (at most).
-  c.model.dit = ConfigDict()  # Used with model.arch = "dit".
-  c.model.dit.patch = 2
-  c.model.dit.dim = 128
-  c.model.dit.depth = 4
-  c.model.dit.heads = 4
-  c.model.dit.mlp_ratio = 4.0
-  c.model.dit.positions = "sincos"  # sincos (fixed, as in DiT) | learned
-
-  # The process of the models it guides; edm's input scaling 1 / sqrt(s^2 + sigma_data^2).
-  c.diffusion = ConfigDict()
-  c.diffusion.objective = "edm"  # eps | v | x0 | edm | flow
-  c.diffusion.schedule = "cosine"  # linear | cosine (eps, v, x0 only)
-  c.diffusion.sigma_data = 0.5  # EDM's data standard deviation.
-  c.diffusion.p_mean = -1.2  # Training noise levels: ln s ~ N(p_mean, p_std^2).
-  c.diffusion.p_std = 1.2
-  # samples.png: N(0, sigma_data^2 I) guided by the classifier, one class per column.
-  c.diffusion.sampler = "heun"  # ddpm ddim euler heun dpmpp_2m flow_euler flow_heun
-  c.diffusion.sample_steps = 18
   c.diffusion.classifier_scale = 100.0
 
-  c.optim.name = "adam"
-  c.optim.lr = 1e-3
-  c.optim.warmup_steps = 100
-  c.optim.ema_decay = 0.999
+  c.model.dit.patch = 2
+  c.model.dropout = 0.1
+  c.model.kind = "classifier"  # denoiser | classifier: p_t(y | x_t) for guidance.
+  c.model.unet.channels = 32
+  c.model.unet.channel_mult = (1, 2)  # 8x8 -> 4x4.
 
-  c.train.num_steps = 2000
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.sample_every = 1000
-  c.train.checkpoint_every = 1000
+  c.optim.update(ema_decay=0.999, lr=0.001)
+
+  c.train.update(checkpoint_every=1000, log_every=100, num_steps=2000, sample_every=1000)
   c.train.num_samples = 100  # A 10 x 10 grid: one class per column.
   return c

@@ -24,58 +24,14 @@ FD:        At 6000 steps (a re-run: 19 min 44 s, eval loss 0.153 again): FD 15.1
 Reference: no published number at this budget; EDM (Karras et al. 2022), 667k-param UNet.
 """
 
-from gen.core.config import ConfigDict, base_config
+from gen.diffusion.config import default_config
 
 
 def get_config():
-  c = base_config()
-  c.family = "diffusion"
-  c.data.name = "mnist"
-  c.data.preprocess = "scale"  # [-1, 1].
-  c.data.batch_size = 32
-  c.data.eval_batch_size = 500
+  c = default_config()
+  c.data.update(batch_size=32, name="mnist")
 
-  c.model = ConfigDict()
-  c.model.arch = "unet"  # unet | dit
-  c.model.conditional = False  # Class embedding (+ label dropout for guidance).
-  c.model.label_dropout = 0.0  # P(null label) in training; > 0 enables guidance.
-  c.model.dropout = 0.0
-  c.model.dtype = "float32"  # float32 | bfloat16 (compute; params stay float32)
-  c.model.unet = ConfigDict()
-  c.model.unet.channels = 16
-  c.model.unet.channel_mult = (1, 2, 4)  # 28 -> 14 -> 7.
-  c.model.unet.num_res_blocks = 1
-  c.model.unet.attn_resolutions = ()  # Self-attention only in the 7x7 middle.
-  c.model.unet.heads = 4
-  c.model.unet.groups = 8  # GroupNorm groups (at most).
-  c.model.dit = ConfigDict()  # Used with model.arch = "dit".
-  c.model.dit.patch = 4
-  c.model.dit.dim = 128
-  c.model.dit.depth = 4
-  c.model.dit.heads = 4
-  c.model.dit.mlp_ratio = 4.0
-  c.model.dit.positions = "sincos"  # sincos (fixed, as in DiT) | learned
-
-  c.diffusion = ConfigDict()
-  c.diffusion.objective = "edm"  # eps | v | x0 | edm | flow
-  c.diffusion.schedule = "cosine"  # linear | cosine (eps, v, x0 only)
-  c.diffusion.sigma_data = 0.5  # EDM's data standard deviation.
-  c.diffusion.p_mean = -1.2  # EDM's training noise levels: ln s ~ N(p_mean, p_std^2).
-  c.diffusion.p_std = 1.2
-  c.diffusion.sampler = "heun"  # ddpm ddim euler heun dpmpp_2m flow_euler flow_heun
-  c.diffusion.sample_steps = 18  # 35 network evaluations with heun.
-  c.diffusion.guidance = 1.0  # Classifier-free guidance scale; 1 = none.
-  c.diffusion.clip_denoised = False  # Clip x0_hat to [-1, 1] at every step.
-
-  c.optim.name = "adam"
-  c.optim.lr = 2e-3
-  c.optim.warmup_steps = 100
-  c.optim.ema_decay = 0.995
-
-  c.train.num_steps = 6000
-  c.train.log_every = 100
-  c.train.eval_every = 3000
+  c.train.update(checkpoint_every=1500, eval_every=3000, log_every=100, num_steps=6000,
+                 sample_every=3000)
   c.train.eval_batches = 2  # 1000 test images per eval.
-  c.train.sample_every = 3000
-  c.train.checkpoint_every = 1500
   return c

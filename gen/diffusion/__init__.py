@@ -1,20 +1,44 @@
 """Diffusion models: DDPM eps / v / x0, EDM and flow matching; UNet and DiT; whole-loop samplers.
 
-See `gen.diffusion.objectives` for the processes and what the network predicts,
-`gen.diffusion.samplers` for the samplers, `gen.diffusion.pipeline` for training (denoisers,
-and noise-conditional classifiers with `model.kind = "classifier"`),
-`gen.diffusion.guidance` for classifier-free and classifier guidance, `gen.diffusion.autoencoder`
-and `gen.diffusion.latent` for latent diffusion (an autoencoder's latents as the canvas), and
-`gen.diffusion.hf` for diffusers' UNet2DModel as a workdir (`gen import`).
+Three kinds of model train here, one module each, picked by `model.kind`:
+
+| kind          | module              | what it learns                                         |
+|---------------|---------------------|--------------------------------------------------------|
+| `denoiser`    | `denoiser`          | the diffusion model (on images, or an autoencoder's latents) |
+| `classifier`  | `noisy_classifier`  | p_t(y | x), to guide a denoiser                        |
+| `autoencoder` | `autoencoder`       | the KL autoencoder whose latents a latent run diffuses  |
+
+The math they share: `process` (the records), `objectives` (continuous processes, what the
+network predicts), `discrete` (diffusers' tables and spacings); backbones in `models` and
+`networks`; sampling in `sampling` (flags, guidance, the process's sampler table), `samplers`
+(continuous processes) and `schedulers` (diffusers' schedulers on a discrete process);
+`guidance`, `latent`. `diffusers/` holds diffusers' layouts and the `gen import` of their
+folders. `default_config()` (`gen.diffusion.config`) holds every key with its default.
 """
 
-from gen.diffusion import hf
+from gen.core.config import ConfigError
+from gen.diffusion import autoencoder, denoiser, latent, noisy_classifier
+from gen.diffusion.config import default_config
+from gen.diffusion.diffusers import importer
 from gen.diffusion.latent import make_data
-from gen.diffusion.pipeline import make
 
-IMPORTERS = (hf.IMPORTER,)  # `gen import`: diffusers' UNet2DModel (DDPM layout) and scheduler.
+KINDS = {"denoiser": denoiser.make, "classifier": noisy_classifier.make,
+         "autoencoder": autoencoder.make}
+IMPORTERS = (importer.IMPORTER,)  # `gen import`: diffusers' UNet2DModel and its scheduler.
 
 # What runs saved before a key existed had (a restart compares configs with these filled in).
 KEYS_ADDED = {"model.dtype": "float32"}
 
-__all__ = ["IMPORTERS", "KEYS_ADDED", "make", "make_data"]
+
+def make(config, spec):
+  """The pipeline of `config`'s `model.kind` (a denoiser unless it says otherwise)."""
+  kind = config.model.kind
+  if kind not in KINDS:
+    raise ConfigError(f"model.kind must be one of {', '.join(KINDS)}, got '{kind}'")
+  if kind != "denoiser" and latent.enabled(config):
+    raise ConfigError(f"latent.autoencoder trains a denoiser on latents; model.kind='{kind}' "
+                      "works on images: leave latent.autoencoder empty")
+  return KINDS[kind](config, spec)
+
+
+__all__ = ["IMPORTERS", "KEYS_ADDED", "KINDS", "default_config", "make", "make_data"]

@@ -35,7 +35,7 @@ import optax
 
 from gen.core import xla
 from gen.core.config import ConfigError
-from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion.models import num_groups as _groups
 from gen.nn.conv import UpsampleConv
 from gen.nn.distributions import gaussian_kl_standard
@@ -140,7 +140,7 @@ class PatchDiscriminator(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class AutoencoderSettings:
   """The config values an autoencoder's steps read."""
 
   shape: tuple[int, ...]  # (H, W, C) of the images.
@@ -152,7 +152,7 @@ class Settings:
   ema_decay: float
 
   @classmethod
-  def of(cls, config, spec: DataSpec) -> Settings:
+  def of(cls, config, spec: DataSpec) -> AutoencoderSettings:
     a = config.model.autoencoder
     return cls(tuple(spec.shape), latent_shape(a, spec.shape), a.loss, a.kl_weight,
                a.disc_weight, a.disc_start, config.optim.ema_decay)
@@ -186,14 +186,14 @@ def check(config, spec: DataSpec) -> None:
                       "(len(model.autoencoder.channel_mult) - 1)")
 
 
-def networks(config, spec: DataSpec) -> tuple[Autoencoder, PatchDiscriminator]:
+def parts(config, spec: DataSpec) -> tuple[Autoencoder, PatchDiscriminator]:
   a = config.model.autoencoder
   ae = Autoencoder(spec.shape[-1], a.latent_channels, a.channels, tuple(a.channel_mult),
                    a.num_res_blocks, a.groups, a.pad)
   return ae, PatchDiscriminator(a.disc_channels, a.disc_layers)
 
 
-def init(ae: Autoencoder, disc: PatchDiscriminator, tx, cfg: Settings, rng, batch):
+def init(ae: Autoencoder, disc: PatchDiscriminator, tx, cfg: AutoencoderSettings, rng, batch):
   x = batch["image"][:1]
   k_ae, k_disc = jax.random.split(rng)
   params = {"ae": ae.init(k_ae, x)["params"]}
@@ -206,7 +206,7 @@ def _per_example(v):
   return jnp.mean(v, axis=tuple(range(1, v.ndim)))
 
 
-def reconstruction_error(cfg: Settings, x, x_hat):
+def reconstruction_error(cfg: AutoencoderSettings, x, x_hat):
   d = x_hat - x
   return _per_example(jnp.abs(d) if cfg.loss == "l1" else d * d)
 
@@ -217,7 +217,7 @@ def kl_per_pixel(mean, logvar, num_pixels: int):
   return jnp.sum(kl, axis=tuple(range(1, kl.ndim))) / num_pixels
 
 
-def train_step(ae: Autoencoder, disc: PatchDiscriminator, cfg: Settings, state, batch, rng):
+def train_step(ae: Autoencoder, disc: PatchDiscriminator, cfg: AutoencoderSettings, state, batch, rng):
   x = batch["image"]
   pixels = math.prod(cfg.shape)
   use_disc = cfg.disc_weight > 0
@@ -250,7 +250,7 @@ def train_step(ae: Autoencoder, disc: PatchDiscriminator, cfg: Settings, state, 
   return state.apply_gradients(grads), metrics
 
 
-def eval_step(ae: Autoencoder, cfg: Settings, state, batch, rng):
+def eval_step(ae: Autoencoder, cfg: AutoencoderSettings, state, batch, rng):
   x = batch["image"]
   x_hat, mean, logvar = ae.apply({"params": state.sample_params["ae"]}, x)
   mse = _per_example(jnp.square(x_hat - x))
@@ -275,12 +275,12 @@ def visualize(ae: Autoencoder, state, batch, rng, num: int = 32, cols: int = 8):
   return {"reconstructions": pairs.reshape((-1, cols) + x.shape[1:])}
 
 
-def make_autoencoder(config, spec: DataSpec) -> Pipeline:
+def make(config, spec: DataSpec) -> Pipeline:
   """The autoencoder pipeline of `config` (model.kind='autoencoder'): no samples of its own;
   `visualize` writes reconstructions at every `train.sample_every`."""
   check(config, spec)
-  ae, disc = networks(config, spec)
-  cfg = Settings.of(config, spec)
+  ae, disc = parts(config, spec)
+  cfg = AutoencoderSettings.of(config, spec)
   tx = make_optimizer(config.optim, config.train.num_steps)
   return Pipeline(init=functools.partial(init, ae, disc, tx, cfg),
                   train_step=functools.partial(train_step, ae, disc, cfg),

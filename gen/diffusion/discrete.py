@@ -29,26 +29,7 @@ A fixed list of timesteps (any sampler) or of noise levels sigma / alpha ending 
 one (Euler, Heun, DPM-Solver++; its timesteps are found by interpolating log sigma as in
 diffusers' `_sigma_to_t`) replaces the spacing; the list's length is the step count.
 
-The samplers (`gen.diffusion.samplers` hands a discrete process to them) follow diffusers'
-step functions operation for operation. Their denoiser returns x0_hat or the pair
-(x0_hat, eps_hat): the pipeline's (`make_denoiser(with_eps=True)`) gives eps_hat from the
-network's raw output, as diffusers uses it; from x0_hat alone eps_hat = (x - alpha x0_hat) /
-sigma (taken before any clip_sample; the same numbers to float32 rounding).
-- `ddim`: DDIMScheduler (with `clip_sample`, x0_hat clipped to [-clip_sample_range,
-  clip_sample_range] and eps left as the network's, as diffusers does unless
-  use_clipped_model_output); the previous timestep is t - N // n (diffusers' rule, whatever the
-  spacing; with a fixed list, the next entry), and past 0 alphas_cumprod is 1
-  (`set_alpha_to_one`) or alphas_cumprod[0]. eta scales the noise (eta = 1 with the same
-  noise is DDPM-like). Starts from x = noise.
-- `ddpm`: DDPMScheduler ("fixed_small" variance, x0_hat clipped with `clip_sample`, the next timestep of the grid, no noise at
-  t = 0).
-- `euler`, `heun`: EulerDiscreteScheduler / HeunDiscreteScheduler in the coordinates
-  x / alpha, starting from sigma_max * noise (`linspace`, `trailing`) or
-  sqrt(sigma_max^2 + 1) * noise (`leading`), the final sigma 0; `euler` takes S_churn.
-- `dpmpp_2m`: DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint), first order at
-  the first and the last step (final sigma 0). Starts from x = noise.
-Each returns the clean sample; each is one `lax.fori_loop`. Noise (ddpm, ddim with eta > 0,
-euler with churn) is normal(fold_in(rng, i)) at step i.
+The diffusers schedulers that step on this process are `gen.diffusion.schedulers`.
 """
 
 from __future__ import annotations
@@ -61,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen.diffusion.objectives import Process
+from gen.diffusion.process import Process
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -169,8 +150,8 @@ def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: in
   ac = alphas_cumprod_table(betas_table(beta_schedule, num_train_timesteps, beta_start,
                                         beta_end))
   n_train = ac.shape[0]
-  timesteps = _fixed(timesteps, "timesteps", n_train)
-  sigmas = _fixed(sigmas, "sigmas", None)
+  timesteps = fixed_grid(timesteps, "timesteps", n_train)
+  sigmas = fixed_grid(sigmas, "sigmas", None)
   if timesteps is not None and sigmas is not None:
     raise ValueError("give diffusion.discrete.timesteps or diffusion.discrete.sigmas, not both")
   a_tab, s_tab, l_tab = _tables(ac)
@@ -207,7 +188,7 @@ def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: in
       clip_sample=float(clip_sample_range) if clip_sample else 0.0)
 
 
-def _fixed(values, name, n_train, key="diffusion.discrete."):
+def fixed_grid(values, name, n_train, key="diffusion.discrete."):
   if values is None or len(values) == 0:
     return None
   try:
@@ -220,30 +201,6 @@ def _fixed(values, name, n_train, key="diffusion.discrete."):
     raise ValueError(f"{key}{name} needs >= 2 values >= 0 (the last one the final noise "
                      f"level, usually 0), got {v}")
   return v
-
-
-def check_grid(process: DiscreteProcess, sampler: str, timesteps=None, sigmas=None) -> int:
-  """Errors (ValueError, naming the --timesteps / --sigmas flags) unless `sampler` can take
-  this fixed grid on `process`; returns its step count. Traced arrays are checked by shape."""
-  if timesteps is not None and sigmas is not None:
-    raise ValueError("give --timesteps or --sigmas, not both")
-  if sampler not in SAMPLERS:
-    raise ValueError(f"--timesteps and --sigmas apply to the {', '.join(SAMPLERS)} samplers "
-                     f"of a discrete process, not '{sampler}'")
-  if sigmas is not None and sampler in ("ddim", "ddpm"):
-    raise ValueError(f"{sampler} takes a list of --timesteps, not of --sigmas")
-  name, values = ("timesteps", timesteps) if timesteps is not None else ("sigmas", sigmas)
-  if isinstance(values, (list, tuple)) and any(isinstance(x, jax.core.Tracer) for x in values):
-    values = jnp.stack([jnp.asarray(x, jnp.float32) for x in values])
-  if isinstance(values, jax.core.Tracer):
-    if values.ndim != 1 or values.shape[0] < (1 if name == "timesteps" else 2):
-      raise ValueError(f"--{name} must be a list, got an array of shape {values.shape}")
-    return int(values.shape[0]) - (name == "sigmas")
-  v = _fixed(values, name, process.num_train_timesteps if name == "timesteps" else None,
-             key="--")
-  if v is None:
-    raise ValueError(f"--{name} is empty")
-  return len(v) - (name == "sigmas")
 
 
 # ------------------------------------------------------------------- timestep spacings
@@ -291,7 +248,7 @@ def _exact(kind: str, spacing: str, i, n, n_train: int):
   return _round_div((n - 1 - i) * (n_train - 1), n - 1 + (n == 1) * one) * (n > 1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _corrections(kind: str, spacing: str, n_train: int):
   """(n, i, delta) where diffusers' float64 rounding of a tie differs from the exact one
   (trailing and linspace only; e.g. n = 48 trailing), for n = 1..n_train. int32 arrays."""
@@ -363,194 +320,3 @@ def sigma_to_t(process: DiscreteProcess, sigma):
   lo, hi = log_sigmas[low], log_sigmas[low + 1]
   w = jnp.clip((lo - log_sigma) / (lo - hi), 0.0, 1.0)
   return (1.0 - w) * low + w * (low + 1)
-
-
-def _grid(process: DiscreteProcess, steps, timesteps, sigmas, kind: str):
-  """(n, t_of(i), level_of(i) or None, fixed) for a sampler: the step count and functions of
-  the step index i (level_of(n) is the final level). kind: ddim | karras | dpm."""
-  timesteps = process.timesteps if timesteps is None and sigmas is None else timesteps
-  sigmas = process.sigmas if timesteps is None and sigmas is None else sigmas
-  n_train = process.num_train_timesteps
-  if sigmas is not None:
-    if kind == "ddim":
-      raise ValueError("ddim and ddpm take a list of timesteps, not of sigmas")
-    sig = jnp.asarray(sigmas, jnp.float32)
-    n = sig.shape[0] - 1
-    ts = sigma_to_t(process, sig[:-1])
-    return n, (lambda i: ts[jnp.minimum(i, n - 1)]), (lambda i: sig[i]), True
-  if timesteps is not None:
-    ts = jnp.asarray(timesteps, jnp.float32)
-    if kind != "karras":
-      ts = jnp.round(ts)
-    n = ts.shape[0]
-    t_of = lambda i: ts[jnp.minimum(i, n - 1)]
-    return n, t_of, (lambda i: jnp.where(i >= n, 0.0, interp_level(process, t_of(i)))), True
-  fn = {"ddim": ddim_timesteps, "karras": karras_timesteps, "dpm": dpm_timesteps}[kind]
-
-  def t_of(i):
-    return fn(i, steps, n_train, process.spacing, process.steps_offset).astype(jnp.float32)
-
-  return (steps, t_of, lambda i: jnp.where(i >= steps, 0.0, interp_level(process, t_of(i))),
-          False)
-
-
-def _eps(denoise, process: Process, x, t):
-  """(x0_hat, eps_hat) at (x, t): the denoiser's pair, or from x0_hat alone eps_hat =
-  (x - alpha x0_hat) / sigma."""
-  out = denoise(x, t)
-  if isinstance(out, tuple):
-    return out
-  a, s = process.alpha_sigma(t)
-  return out, (x - a * out) / s
-
-
-def _zero(v) -> bool:
-  """A noise scale known to be 0 while tracing: the step draws no noise (and ignores rng)."""
-  return isinstance(v, (int, float)) and v == 0
-
-
-def _clipped(process: DiscreteProcess, x0):
-  r = process.clip_sample
-  return jnp.clip(x0, -r, r) if r else x0
-
-
-def _noise(rng, i, shape):
-  return jax.random.normal(jax.random.fold_in(rng, i), shape)
-
-
-# ------------------------------------------------------------------------- samplers
-
-
-def ddim(denoise, process: DiscreteProcess, noise, rng, steps, eta=0.0, timesteps=None):
-  """DDIMScheduler.step over the grid, from x = noise; returns the clean sample."""
-  n, t_of, _, fixed = _grid(process, steps, timesteps, None, "ddim")
-  ac = jnp.asarray(process.alphas_cumprod, jnp.float32)
-  final = jnp.float32(1.0) if process.set_alpha_to_one else ac[0]
-  ratio = process.num_train_timesteps // _int(n)
-
-  def body(i, x):
-    t = t_of(i)
-    prev = jnp.where(i + 1 >= n, -1.0, t_of(i + 1)) if fixed else t - ratio
-    ti, pi = t.astype(jnp.int32), prev.astype(jnp.int32)
-    a_t = ac[ti]
-    a_p = jnp.where(pi >= 0, ac[jnp.maximum(pi, 0)], final)
-    x0, eps = _eps(denoise, process, x, t)
-    x0 = _clipped(process, x0)
-    variance = (1 - a_p) / (1 - a_t) * (1 - a_t / a_p)
-    std = eta * variance ** 0.5
-    x_prev = a_p ** 0.5 * x0 + (1 - a_p - std ** 2) ** 0.5 * eps
-    return x_prev if _zero(eta) else x_prev + std * _noise(rng, i, x.shape)
-
-  return jax.lax.fori_loop(0, n, body, noise)
-
-
-def ddpm(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None):
-  """DDPMScheduler.step ("fixed_small") over the grid, from x = noise."""
-  n, t_of, _, _ = _grid(process, steps, timesteps, None, "ddim")
-  ac = jnp.asarray(process.alphas_cumprod, jnp.float32)
-
-  def body(i, x):
-    t = t_of(i)
-    prev = jnp.where(i + 1 >= n, -1, t_of(i + 1).astype(jnp.int32))
-    a_t = ac[t.astype(jnp.int32)]
-    a_p = jnp.where(prev >= 0, ac[jnp.maximum(prev, 0)], 1.0)
-    beta_t, beta_p = 1 - a_t, 1 - a_p
-    cur_alpha = a_t / a_p
-    cur_beta = 1 - cur_alpha
-    x0 = _clipped(process, _eps(denoise, process, x, t)[0])
-    mean = (a_p ** 0.5 * cur_beta) / beta_t * x0 + cur_alpha ** 0.5 * beta_p / beta_t * x
-    variance = jnp.maximum(beta_p / beta_t * cur_beta, 1e-20)
-    return mean + jnp.where(t > 0, variance ** 0.5, 0.0) * _noise(rng, i, x.shape)
-
-  return jax.lax.fori_loop(0, n, body, noise)
-
-
-def _karras_start(process: DiscreteProcess, level_of, n, fixed):
-  """init_noise_sigma of diffusers' Euler / Heun schedulers."""
-  if fixed:
-    top = jnp.max(jax.vmap(level_of)(jnp.arange(n + 1)))
-  else:
-    top = level_of(0)
-  return top if process.spacing in ("linspace", "trailing") else (top ** 2 + 1) ** 0.5
-
-
-def euler(denoise, process: DiscreteProcess, noise, rng, steps, churn=0.0, s_noise=1.0,
-          timesteps=None, sigmas=None):
-  """EulerDiscreteScheduler.step, in x / alpha; churn is its s_churn (s_tmin 0, s_tmax inf)."""
-  n, t_of, level_of, fixed = _grid(process, steps, timesteps, sigmas, "karras")
-  gamma = jnp.minimum(churn / n, 2 ** 0.5 - 1)
-
-  def body(i, x):
-    s, s_next, t = level_of(i), level_of(i + 1), t_of(i)
-    s_hat = s * (gamma + 1)
-    if not _zero(churn):
-      z = _noise(rng, i, x.shape) * s_noise
-      x = jnp.where(gamma > 0, x + z * jnp.maximum(s_hat ** 2 - s ** 2, 0.0) ** 0.5, x)
-    _, eps = _eps(denoise, process, x / (s ** 2 + 1) ** 0.5, t)
-    pred = x - s_hat * eps
-    d = (x - pred) / s_hat
-    return x + d * (s_next - s_hat)
-
-  return jax.lax.fori_loop(0, n, body, _karras_start(process, level_of, n, fixed) * noise)
-
-
-def heun(denoise, process: DiscreteProcess, noise, rng, steps, churn=0.0, timesteps=None,
-         sigmas=None):
-  """HeunDiscreteScheduler: n - 1 Heun steps and a last Euler step to sigma 0, in x / alpha."""
-  del rng
-  if not (isinstance(churn, (int, float)) and churn == 0):
-    raise ValueError("diffusers' Heun scheduler has no churn: --churn applies to euler here")
-  n, t_of, level_of, fixed = _grid(process, steps, timesteps, sigmas, "karras")
-
-  def derivative(x, s, t):
-    _, eps = _eps(denoise, process, x / (s ** 2 + 1) ** 0.5, t)
-    pred = x - s * eps
-    return (x - pred) / s
-
-  def body(i, x):
-    s, s_next = level_of(i), level_of(i + 1)
-    d = derivative(x, s, t_of(i))
-    dt = s_next - s
-    x_next = x + d * dt
-
-    def second(_):
-      d2 = derivative(x_next, s_next, t_of(i + 1))
-      return x + (d + d2) / 2 * dt
-
-    return jax.lax.cond(i + 1 < n, second, lambda _: x_next, None)
-
-  return jax.lax.fori_loop(0, n, body, _karras_start(process, level_of, n, fixed) * noise)
-
-
-def dpmpp_2m(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None,
-             sigmas=None):
-  """DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint, final sigma 0), from
-  x = noise: first order at the first and the last step."""
-  del rng
-  n, t_of, level_of, _ = _grid(process, steps, timesteps, sigmas, "dpm")
-
-  def vp(s):  # _sigma_to_alpha_sigma_t, and lambda = log alpha - log sigma.
-    a = 1 / (s ** 2 + 1) ** 0.5
-    sv = s * a
-    return a, sv, jnp.log(a) - jnp.log(sv)
-
-  def body(i, carry):
-    x, m_prev = carry
-    a_s, s_s, l_s = vp(level_of(i))
-    a_t, s_t, l_t = vp(level_of(i + 1))
-    _, _, l_p = vp(level_of(jnp.maximum(i - 1, 0)))
-    _, eps = _eps(denoise, process, x, t_of(i))
-    m = (x - s_s * eps) / a_s
-    h = l_t - l_s
-    first = (s_t / s_s) * x - (a_t * (jnp.exp(-h) - 1.0)) * m
-    r0 = (l_s - l_p) / h
-    d1 = (1.0 / r0) * (m - m_prev)
-    second = ((s_t / s_s) * x - (a_t * (jnp.exp(-h) - 1.0)) * m
-              - 0.5 * (a_t * (jnp.exp(-h) - 1.0)) * d1)
-    return jnp.where((i == 0) | (i == n - 1), first, second), m
-
-  x, _ = jax.lax.fori_loop(0, n, body, (noise, jnp.zeros_like(noise)))
-  return x
-
-
-SAMPLERS = {"ddim": ddim, "ddpm": ddpm, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}

@@ -24,6 +24,7 @@ The autoencoder's parameters are constants of those programs, never trained here
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -31,12 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gen.core import config as config_lib
-from gen.core import train as train_lib
+from gen.core import runs
 from gen.core.checkpoint import Checkpointer
 from gen.core.config import ConfigError
 from gen.core.data import ImageData
-from gen.core.pipeline import DataSpec
+from gen.core.family import DataSpec
 from gen.diffusion import autoencoder as ae_lib
 
 NORMALIZE = ("scalar", "channel")
@@ -45,8 +45,7 @@ SCALE_RTOL = 1e-3  # A resumed run's re-measured scale and shift may differ by t
 
 def enabled(config) -> bool:
   """Whether `config` trains in an autoencoder's latent space (`latent.autoencoder` set)."""
-  latent = config.get("latent")
-  return bool(latent is not None and latent.get("autoencoder", ""))
+  return bool(config.latent.autoencoder)
 
 
 def record_of(spec: DataSpec) -> dict | None:
@@ -79,10 +78,10 @@ class Codec:
 def _load(path: str, step: int | None, image_shape):
   """(latent shape, net, EMA params, step) of the autoencoder run in `path`; ConfigErrors
   name it."""
-  if not os.path.isfile(os.path.join(path, train_lib.CONFIG_FILE)):
+  if not os.path.isfile(os.path.join(path, runs.CONFIG_FILE)):
     raise ConfigError(f"latent.autoencoder={path}: no training run there "
-                      f"({train_lib.CONFIG_FILE} not found)")
-  config = config_lib.load_json(os.path.join(path, train_lib.CONFIG_FILE))
+                      f"({runs.CONFIG_FILE} not found)")
+  config = runs.load_config(path)
   if config.get("family") != "diffusion" or config.model.get("kind") != "autoencoder":
     raise ConfigError(f"latent.autoencoder={path} holds a {config.get('family')} "
                       f"{config.model.get('kind', 'model')}, not an autoencoder (diffusion with "
@@ -97,13 +96,25 @@ def _load(path: str, step: int | None, image_shape):
   if step is not None and step not in steps:
     raise ConfigError(f"latent.autoencoder={path} has no checkpoint of step {step} (it has "
                       f"{', '.join(map(str, steps))})")
-  _, spec, pipeline, state, step = train_lib.load_workdir(path, step=step)
+  step = steps[-1] if step is None else step
+  folder = os.path.join(path, "checkpoints", str(step))
+  when = os.path.getmtime(folder) if os.path.exists(folder) else 0.0
+  spec, params = _restore(os.path.abspath(path), step, when)
   if tuple(spec.shape) != tuple(image_shape):
     raise ConfigError(f"latent.autoencoder={path} encodes {tuple(spec.shape)} images, this "
                       f"data has {tuple(image_shape)}")
-  net, _ = ae_lib.networks(config, spec)
-  params = jax.device_get(pipeline.sample_params(state))["ae"]
+  net, _ = ae_lib.parts(config, spec)
   return ae_lib.latent_shape(config.model.autoencoder, spec.shape), net, params, int(step)
+
+
+@functools.lru_cache(maxsize=4)
+def _restore(path: str, step: int, mtime: float):
+  """(data spec, EMA params) of the autoencoder's checkpoint `step`, restored once: opening
+  the data and building the pipeline of a run both need it (`mtime` tells a rewritten
+  checkpoint from the one in the cache)."""
+  del mtime
+  _, spec, pipeline, state, _ = runs.load_workdir(path, step=step)
+  return spec, jax.device_get(pipeline.sample_params(state))["ae"]
 
 
 def measure(net, params, images, normalize: str) -> tuple[list[float], list[float]]:
@@ -126,15 +137,15 @@ class LatentData(ImageData):
   def __init__(self, config, process_index=None, process_count=None, reuse=()):
     super().__init__(config, process_index, process_count, reuse)
     lat = config.latent
-    if lat.get("normalize", "scalar") not in NORMALIZE:
+    if lat.normalize not in NORMALIZE:
       raise ConfigError(f"latent.normalize must be one of {', '.join(NORMALIZE)}, got "
                         f"'{lat.normalize}'")
-    n = int(lat.get("scale_images", 1024))
+    n = int(lat.scale_images)
     if n < 2:
       raise ConfigError(f"latent.scale_images must be >= 2, got {n}")
     path = os.path.abspath(lat.autoencoder)
     before = self._recorded()
-    step = lat.get("autoencoder_step", 0) or None
+    step = lat.autoencoder_step or None
     if before is not None:
       if before["autoencoder"] != path:
         raise ConfigError(f"this run was trained on the latents of {before['autoencoder']}; "
@@ -145,9 +156,9 @@ class LatentData(ImageData):
     first = [self.train_source[i] for i in range(min(n, len(self.train_source)))]
     images = self.prepare_eval({"image": np.stack([r["image"] for r in first]),
                                 "label": np.stack([r["label"] for r in first])}, 0)["image"]
-    scale, shift = measure(net, params, images, lat.get("normalize", "scalar"))
+    scale, shift = measure(net, params, images, lat.normalize)
     record = {"autoencoder": path, "step": step, "shape": shape, "scale": scale,
-              "shift": shift, "normalize": lat.get("normalize", "scalar"),
+              "shift": shift, "normalize": lat.normalize,
               "scale_images": len(first)}
     if before is not None:
       problems = []
@@ -192,15 +203,14 @@ def codec(config, spec: DataSpec) -> Codec | None:
       raise ConfigError("latent.autoencoder is set but the data spec has no latent record: "
                         "open the data with gen.diffusion.make_data")
     return None
-  if config.diffusion.get("clip_denoised", False):
+  if config.diffusion.clip_denoised:
     raise ConfigError("diffusion.clip_denoised clips to the pixel range [-1, 1]; a latent run "
                       "(latent.autoencoder) must leave it False")
   shape, net, params, step = _load(record["autoencoder"], record["step"], spec.shape)
   if list(shape) != list(record["shape"]):
     raise ConfigError(f"the autoencoder {record['autoencoder']} (step {step}) makes "
                       f"{shape} latents, this run was trained on {tuple(record['shape'])}")
-  lat = config.get("latent")
-  sample = bool(lat.get("sample_posterior", False)) if lat is not None else False
+  sample = bool(config.latent.sample_posterior)
   return Codec(net, params, tuple(record["scale"]), tuple(record["shift"]), tuple(shape),
                sample)
 

@@ -43,12 +43,13 @@ equals ||F - F_target||^2.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from gen.diffusion import discrete as discrete_lib
+from gen.diffusion.process import Objective, Process, karras_grid
 
 PROCESSES = ("linear", "cosine", "edm", "flow", "discrete")
 OBJECTIVES = ("eps", "v", "x0", "edm", "flow")
@@ -59,42 +60,6 @@ LINEAR_B0, LINEAR_B1 = 0.1, 20.0
 COSINE_A = math.atan(math.exp(10.0))  # alpha(1) = cos(a): log-SNR(1) = -20.
 VP_T_MIN = 1e-3  # DDPM's first step: sigma(1e-3) ~ 0.01 for the linear schedule.
 KARRAS_RANGE = (0.002, 80.0)  # EDM's sampling range of the noise level s = sigma / alpha.
-
-
-@dataclasses.dataclass(frozen=True)
-class Process:
-  """x_t = alpha(t) x0 + sigma(t) eps in natural time t (see the module docstring).
-
-  Functions take and return arrays of any shape (elementwise).
-  alpha_sigma: t -> (alpha, sigma); differentiable, so samplers can take d/dt.
-  t_of_level: the noise level s = sigma / alpha -> t.
-  cond: t -> the scalar the network is conditioned on (O(1); embedded times 1000).
-  t_of_cond: its inverse (tests use it to build analytic models).
-  grid: (i, n) -> t_i, the natural sampling times, i = 0..n, from t_max down to t_n = 0.
-  sample_t: (rng, shape) -> training times.
-  level_range: the (min, max) noise level the Karras-grid samplers use by default.
-  """
-
-  name: str
-  alpha_sigma: Callable
-  t_of_level: Callable
-  cond: Callable
-  t_of_cond: Callable
-  grid: Callable
-  sample_t: Callable
-  level_range: tuple[float, float]
-
-  def level(self, t):
-    """s = sigma / alpha (inf where alpha = 0)."""
-    a, s = self.alpha_sigma(t)
-    return s / a
-
-
-def karras_grid(i, n, lo: float, hi: float, rho: float = 7.0):
-  """EDM's noise levels: i = 0..n-1 spaced evenly in s^(1/rho) from hi to lo; s_n = 0."""
-  frac = jnp.where(n > 1, i / jnp.maximum(n - 1, 1), 0.0)
-  s = (hi ** (1 / rho) + frac * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
-  return jnp.where(i >= n, 0.0, s)
 
 
 def _uniform_grid(i, n):
@@ -129,7 +94,6 @@ def make_process(name: str, p_mean: float = -1.2, p_std: float = 1.2,
   """The process called `name` (one of PROCESSES); p_mean, p_std: EDM's training levels;
   discrete: the keyword arguments of `discrete.make_discrete_process` (a mapping)."""
   if name == "discrete":
-    from gen.diffusion import discrete as discrete_lib  # It builds on this module.
     kwargs = discrete.to_dict() if hasattr(discrete, "to_dict") else dict(discrete or {})
     return discrete_lib.make_discrete_process(**kwargs)
   if name == "linear":
@@ -157,25 +121,6 @@ def make_process(name: str, p_mean: float = -1.2, p_std: float = 1.2,
         name, lambda t: (1.0 - t, t), lambda s: s / (1.0 + s), _identity, _identity,
         _uniform_grid, lambda rng, shape: jax.random.uniform(rng, shape), KARRAS_RANGE)
   raise ValueError(f"unknown process '{name}'; valid: {', '.join(PROCESSES)}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-  """What the raw network output means, for one process.
-
-  c_in: (alpha, sigma) -> the network's input scale (x_in = c_in * x_t).
-  to_x0: (x, raw, alpha, sigma) -> x0_hat.
-  target: (x0, eps, alpha, sigma) -> the raw output a perfect network would give.
-  to_eps: (x, raw, alpha, sigma) -> eps_hat, directly from the raw output. The discrete
-    samplers step with it as diffusers' schedulers do, operation for operation (and with a
-    clipped x0_hat, eps_hat stays the network's).
-  """
-
-  name: str
-  c_in: Callable
-  to_x0: Callable
-  target: Callable
-  to_eps: Callable
 
 
 def _unit(a, s):

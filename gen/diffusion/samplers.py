@@ -21,11 +21,9 @@ On EDM's Karras grid of noise levels s = sigma / alpha (rho = 7, `level_min`..`l
 
 Function evaluations (NFE): `steps` for all but `heun` / `flow_heun` (2 steps - 1).
 
-On a `discrete` process (a diffusers table of betas), `ddpm`, `ddim`, `euler`, `heun` and
-`dpmpp_2m` are diffusers' DDPM, DDIM, EulerDiscrete, HeunDiscrete and DPMSolverMultistep
-schedulers on the process's timestep spacing (`gen.diffusion.discrete`); they also take a
-fixed list of `timesteps` (or of `sigmas`: euler, heun, dpmpp_2m), and their `denoise` may
-return the pair (x0_hat, eps_hat) (the network's own eps, as diffusers steps with it).
+These are the samplers of the continuous processes (linear, cosine, edm, flow). A `discrete`
+process (a diffusers table of betas) has its own table, diffusers' schedulers step for step
+(`gen.diffusion.schedulers`); `gen.diffusion.sampling` picks the table for the process.
 """
 
 from __future__ import annotations
@@ -35,8 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from gen.diffusion import discrete
-from gen.diffusion.objectives import Process, karras_grid
+from gen.diffusion.process import Process, karras_grid
 
 
 def _loop(n, body, init):
@@ -46,26 +43,8 @@ def _loop(n, body, init):
 # ------------------------------------------------------------------ natural time grid
 
 
-def _discrete(process: Process, **options):
-  """The options a discrete process's sampler takes; errors for Karras-grid ranges."""
-  for name in ("level_min", "level_max"):
-    if options.pop(name, None) is not None:
-      raise ValueError(f"{name} applies to continuous processes; a discrete process's grid "
-                       "is its timestep spacing, or a fixed list of timesteps or sigmas")
-  return options
-
-
-def _continuous(fixed):
-  if fixed:
-    raise ValueError(f"{', '.join(fixed)}: a fixed grid applies to a discrete process "
-                     "(diffusion.schedule='discrete')")
-
-
-def ddpm(denoise, process: Process, noise, rng, steps, **fixed):
-  """Ancestral sampling with the posterior mean and variance of q(x_t | x_s, x0_hat)."""
-  if isinstance(process, discrete.DiscreteProcess):
-    return discrete.ddpm(denoise, process, noise, rng, steps, **fixed)
-  _continuous(fixed)
+def ddpm(denoise, process: Process, noise, rng, steps):
+  """Ancestral sampling with the posterior mean and variance of q(x_t | x_s, x0 = x0_hat)."""
 
   def body(i, x):
     ts, tt = process.grid(i, steps), process.grid(i + 1, steps)
@@ -81,11 +60,8 @@ def ddpm(denoise, process: Process, noise, rng, steps, **fixed):
   return _loop(steps, body, process.alpha_sigma(process.grid(0, steps))[1] * noise)
 
 
-def ddim(denoise, process: Process, noise, rng, steps, eta=0.0, **fixed):
+def ddim(denoise, process: Process, noise, rng, steps, eta=0.0):
   """DDIM; eta = 0 is deterministic, eta = 1 is DDPM's ancestral sampler."""
-  if isinstance(process, discrete.DiscreteProcess):
-    return discrete.ddim(denoise, process, noise, rng, steps, eta, **fixed)
-  _continuous(fixed)
 
   def body(i, x):
     ts, tt = process.grid(i, steps), process.grid(i + 1, steps)
@@ -174,27 +150,16 @@ def _edm(denoise, process, noise, rng, steps, heun, churn, level_min, level_max,
 
 
 def euler(denoise, process: Process, noise, rng, steps, churn=0.0, level_min=None,
-          level_max=None, s_noise=1.0, **fixed):
-  if isinstance(process, discrete.DiscreteProcess):
-    return discrete.euler(denoise, process, noise, rng, steps, churn, s_noise,
-                          **_discrete(process, level_min=level_min, level_max=level_max,
-                                      **fixed))
-  _continuous(fixed)
+          level_max=None, s_noise=1.0):
   return _edm(denoise, process, noise, rng, steps, False, churn, level_min, level_max, s_noise)
 
 
 def heun(denoise, process: Process, noise, rng, steps, churn=0.0, level_min=None,
-         level_max=None, s_noise=1.0, **fixed):
-  if isinstance(process, discrete.DiscreteProcess):
-    return discrete.heun(denoise, process, noise, rng, steps, churn,
-                         **_discrete(process, level_min=level_min, level_max=level_max,
-                                     **fixed))
-  _continuous(fixed)
+         level_max=None, s_noise=1.0):
   return _edm(denoise, process, noise, rng, steps, True, churn, level_min, level_max, s_noise)
 
 
-def dpmpp_2m(denoise, process: Process, noise, rng, steps, level_min=None, level_max=None,
-             **fixed):
+def dpmpp_2m(denoise, process: Process, noise, rng, steps, level_min=None, level_max=None):
   """DPM-Solver++(2M) in variance-exploding coordinates (as in k-diffusion).
 
   With lambda = -log s and h = lambda_next - lambda, a first-order step is
@@ -202,11 +167,6 @@ def dpmpp_2m(denoise, process: Process, noise, rng, steps, level_min=None, level
   (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}, r = h_{i-1} / h_i. The first step is first order,
   and so is the last (to s = 0, where it returns D).
   """
-  if isinstance(process, discrete.DiscreteProcess):
-    return discrete.dpmpp_2m(denoise, process, noise, rng, steps,
-                             **_discrete(process, level_min=level_min, level_max=level_max,
-                                         **fixed))
-  _continuous(fixed)
   del rng
   lo, hi = _levels(process, level_min, level_max)
   d_fn = _ve_denoiser(denoise, process)
@@ -232,12 +192,8 @@ SAMPLERS = {"ddpm": ddpm, "ddim": ddim, "euler": euler, "heun": heun, "dpmpp_2m"
 OPTIONS = {"ddpm": (), "ddim": ("eta",), "euler": ("churn", "level_min", "level_max"),
            "heun": ("churn", "level_min", "level_max"), "dpmpp_2m": ("level_min", "level_max"),
            "flow_euler": (), "flow_heun": ()}
-
-
-def get(name: str):
-  if name not in SAMPLERS:
-    raise ValueError(f"unknown sampler '{name}'; valid: {', '.join(SAMPLERS)}")
-  return SAMPLERS[name]
+# The denoiser these samplers want: x0_hat alone.
+WITH_EPS = False
 
 
 def start_level(name: str, process: Process, steps, level_max=None):

@@ -9,7 +9,7 @@ sample_size x sample_size x in_channels in [-1, 1], preprocess "scale") and a ch
 step 0, so `gen sample --workdir=W --sampler=ddim --steps=50` samples as diffusers'
 DDIMPipeline does. Nothing downloads.
 
-The network is `gen.diffusion.unet2d.UNet2D` (`model.arch = "unet2d"`, the config fields in
+The network is `gen.diffusion.diffusers.unet2d.UNet2D` (`model.arch = "unet2d"`, the config fields in
 `model.unet2d`), its parameters named after diffusers' tensors (`unet2d.torch_name`);
 convolutions and linear layers are transposed, nothing else changes. Old checkpoints'
 attention names (query, key, value, proj_attn) are read as to_q, to_k, to_v, to_out.0.
@@ -42,11 +42,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gen.core.config import ConfigDict, base_config
+from gen.core.config import ConfigDict
 from gen.core.interop import (Importer, InputError, finish_config, frozen_run, load_safetensors,
                               load_torch, read_json, save_workdir)
-from gen.core.pipeline import DataSpec
-from gen.diffusion import unet2d
+from gen.core.family import DataSpec
+from gen.diffusion.diffusers import unet2d
+from gen.diffusion.config import default_config
 from gen.diffusion.discrete import BETA_SCHEDULES, SPACINGS
 
 CONFIG = "config.json"
@@ -319,32 +320,16 @@ def to_params(tensors: dict[str, np.ndarray], path: str, abstract) -> dict:
 def workdir_config(a: dict, s: dict) -> ConfigDict:
   """The config of an imported UNet2DModel and its scheduler; sampling as DDIMPipeline's
   defaults (ddim, 50 steps, eta 0)."""
-  c = base_config()
-  c.family = "diffusion"
-  c.data.preprocess = "scale"  # [-1, 1]; for `gen eval`, set data.name to matching images.
-
-  c.model = ConfigDict()
+  c = default_config()
   c.model.arch = "unet2d"
-  c.model.kind = "denoiser"
-  c.model.conditional = False
-  c.model.label_dropout = 0.0
   c.model.dropout = a["dropout"]
-  c.model.dtype = "float32"
-  c.model.unet2d = ConfigDict(a["unet2d"])
-
-  c.diffusion = ConfigDict()
+  c.model.unet2d.update(a["unet2d"])
   c.diffusion.objective = s["objective"]
   c.diffusion.schedule = "discrete"
-  c.diffusion.discrete = ConfigDict(s["discrete"])
-  c.diffusion.sigma_data = 0.5  # (EDM only.)
-  c.diffusion.p_mean = -1.2
-  c.diffusion.p_std = 1.2
+  c.diffusion.discrete.update(s["discrete"])
   c.diffusion.sampler = "ddim"
   c.diffusion.sample_steps = 50
-  c.diffusion.guidance = 1.0
-  c.diffusion.clip_denoised = False  # The scheduler's clip_sample is diffusion.discrete's.
-  c.diffusion.classifier_scale = 1.0
-
+  # The scheduler's clip_sample is diffusion.discrete's; clip_denoised stays False.
   frozen_run(c)  # Weights to sample, evaluate and start from; not trained in place.
   c.train.num_samples = 16
   return c
@@ -354,7 +339,7 @@ def write(folder: str, workdir: str, overrides: Sequence[str] = ()) -> str:
   """Reads and checks everything in `folder`, then writes the gen workdir into `workdir`."""
   import jax
 
-  from gen.diffusion.pipeline import make
+  from gen.diffusion.denoiser import make
 
   a = read_config(folder)
   s = read_scheduler(folder)

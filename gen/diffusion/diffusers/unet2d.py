@@ -1,7 +1,7 @@
 """diffusers' UNet2DModel (the DDPM / google/ddpm-* layout) as a Flax module, layer for layer.
 
 `UNet2D` computes what diffusers' `UNet2DModel` computes for the configurations
-`gen.diffusion.hf` imports, with parameters named as diffusers names its tensors, so the
+`gen.diffusion.diffusers.importer` imports, with parameters named as diffusers names its tensors, so the
 mapping reads one to one: `down_blocks.1.resnets.0.conv1.weight` is
 `params["down_blocks_1_resnets_0"]["conv1"]["kernel"]` and `time_embedding.linear_1.bias` is
 `params["time_embedding_linear_1"]["bias"]` (the dots of a module's path become `_`;
