@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import measure
 
 from gen.diffusion import denoiser as diffusion_denoiser
-from gen.lm import steps as lm_pipeline
+from gen.lm import steps as lm_steps
 from gen.lm.sampling import choose
-from gen.pixelcnn import steps as pixelcnn_pipeline
+from gen.pixelcnn import steps as pixelcnn_steps
 from gen.pixelcnn.models import GatedPixelCNN
 
 # Network evaluations of a diffusion sampler run (gen.diffusion.samplers).
@@ -84,8 +84,8 @@ def lm(pipe, config, spec, params, batch: int, new_tokens: int, prompt_len: int 
   if not (jax.device_get(compiled(params, rng))[:, -1] >= 0).all():
     raise RuntimeError("a row stopped before max_new_tokens")
   # One iteration of the decoding loop: one token through the cached model, then a choice.
-  model = lm_pipeline.model_of(config, spec)
-  apply, init_cache = functools.partial(lm_pipeline.apply_cached, model), model.init_cache
+  model = lm_steps.parts(config, spec)
+  apply, init_cache = functools.partial(lm_steps.apply_cached, model), model.init_cache
   kw = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, **sample_kw}
 
   def step(p, tok, cache, r):
@@ -103,7 +103,7 @@ def lm(pipe, config, spec, params, batch: int, new_tokens: int, prompt_len: int 
 
 def pixelcnn(pipe, config, spec, params, sampler: str, batch: int) -> measure.Bench:
   """The row-cached (`fast`) or whole-network (`naive`) sampler on `batch` images."""
-  model, rng = pixelcnn_pipeline.make_model(config, spec), jax.random.key(1)
+  model, rng = pixelcnn_steps.parts(config, spec), jax.random.key(1)
   h, w, _ = spec.shape
   fn = lambda p, r: pipe.sample(p, r, batch, sampler=sampler)  # noqa: E731
   compiled, compile_s = measure.compile_timed(fn, params, rng, options=pipe.compiler_options)

@@ -296,6 +296,40 @@ def cmd_import(argv):
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "import": cmd_import}
 
 
+def _help(command: str, argv) -> int:
+  """`gen COMMAND --help`: the command's usage lines; for `gen sample --workdir=W --help`, also
+  the arguments the run's sampler takes (built from the workdir's config, nothing restored)."""
+  usage, keep = [], False
+  for line in USAGE.splitlines():
+    if line.strip().startswith("gen "):
+      keep = line.split()[1] == command
+    if keep:
+      usage.append(line)
+  print("\n".join(usage))
+  workdir = next((a.partition("=")[2] for a in argv if a.startswith("--workdir=")), "")
+  if command == "sample" and workdir:
+    from gen.core import runs
+    from gen.core.family import DataSpec
+
+    config = runs.load_config(workdir)
+    spec = DataSpec.load(workdir)
+    if spec is None:
+      raise UsageError(f"no data_spec.json in {workdir}: is this a gen workdir?")
+    pipeline = runs.build(config, spec)
+    if pipeline.sample is None:
+      print(f"\nthe {config.family} family draws no samples")
+      return 0
+    params = inspect.signature(pipeline.sample).parameters
+    flags = [f"--{n}={p.default!r}" if p.default is not inspect.Parameter.empty else f"--{n}"
+             for n, p in params.items() if n not in ("params", "rng", "num")]
+    print(f"\n{config.family} sampler flags of {workdir} (default values; None: the config's):")
+    print("  " + "\n  ".join(flags))
+    doc = inspect.getdoc(getattr(pipeline.sample, "func", pipeline.sample)) or ""
+    if doc:
+      print("\n" + doc)
+  return 0
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
@@ -317,6 +351,8 @@ def main(argv=None) -> int:
   from gen.core.data import DataError
   from gen.core.train import TrainingError
   try:
+    if any(a in ("-h", "--help") for a in argv[1:]):
+      return _help(argv[0], argv[1:])
     return COMMANDS[argv[0]](argv[1:])
   except (UsageError, ConfigError) as e:
     print(f"gen {argv[0]}: error: {e}", file=sys.stderr)

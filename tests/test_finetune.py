@@ -316,7 +316,7 @@ def test_reinforce_step_with_prompts_from_text_windows(tmp_path):
   p = make(c, spec)
   state = p.init(jax.random.key(0), spec.example_batch(1))
   windows = jnp.asarray(np.stack([tok.encode("ROMEO:\nBu"), tok.encode("\nBut soft")]))
-  rollout = jax.jit(lambda *a: ft.rollout(lm.model_of(c, spec), -1, *a), static_argnums=4)
+  rollout = jax.jit(lambda *a: ft.rollout(lm.parts(c, spec), -1, *a), static_argnums=4)
   tokens, gen = rollout(state.params, jax.random.key(1), windows[:, :3], jnp.array([3, 3]), 5)
   np.testing.assert_array_equal(tokens[:, :3], windows[:, :3])
   assert gen.tolist() == [[False] * 3 + [True] * 5] * 2

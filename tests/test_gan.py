@@ -41,7 +41,7 @@ def _setup(**overrides):
   pipe = make(config, spec)
   batch = next(data.eval_batches(1, batch_size=8))
   state = jax.jit(pipe.init)(jax.random.key(0), batch)
-  return config, pipe, state, batch, gp.build(config, spec)
+  return config, pipe, state, batch, gp.parts(config, spec)
 
 
 def _changed(a, b):

@@ -93,7 +93,7 @@ def decoding_gap(device) -> float:
 
   spec = token_spec(CTX, vocab_size=VOCAB, start_ids=[0])
   config = tiny_config("lm", **{"model.dropout": 0.0})
-  net = lm.model_of(config, spec)
+  net = lm.parts(config, spec)
   with jax.default_device(device), jax.default_matmul_precision("highest"):
     params = make(config, spec).init(jax.random.key(0), spec.example_batch(1)).params
     prompt = jnp.array([[3, 1], [5, 9]], jnp.int32)

@@ -45,7 +45,7 @@ def _compare(workdir, prompt, greedy, logits_ref):
   of the imported model against transformers' reference."""
   config, spec, _, state, step = runs.load_workdir(workdir)
   assert step == 0
-  model = lm.model_of(config, spec)
+  model = lm.parts(config, spec)
   full = np.asarray(jax.jit(lambda p, x: lm.logits(model, p, x))(
       state.params, jnp.array([prompt + greedy])))[0]
   n = len(prompt)
@@ -74,7 +74,7 @@ def test_a_wrong_mapping_would_not_pass(imported, tmp_path):
   seq = jnp.array([REF["prompt"] + REF["greedy"]])
 
   def diff(cfg, params):
-    return float(np.abs(np.asarray(lm.logits(lm.model_of(cfg, spec), params, seq))[0]
+    return float(np.abs(np.asarray(lm.logits(lm.parts(cfg, spec), params, seq))[0]
                         - logits_ref).max())
 
   old_eps = config_lib.ConfigDict(config.to_dict())

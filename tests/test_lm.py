@@ -26,7 +26,7 @@ def _pipeline(**model):
   spec = token_spec(CTX, vocab_size=VOCAB, start_ids=[0])
   p = make(c, spec)
   state = p.init(jax.random.key(0), spec.example_batch(1))
-  return p, state.params, lm.model_of(c, spec)
+  return p, state.params, lm.parts(c, spec)
 
 
 def _reference_logits(model, params, tokens, stride):
@@ -74,7 +74,7 @@ def test_norm_eps_reaches_every_norm_and_old_runs_keep_flax_default():
   tokens = jnp.array([[3, 1, 4, 1, 5, 9, 2, 6]], jnp.int32)
 
   def logits_with(config):
-    net = lm.model_of(config, spec)
+    net = lm.parts(config, spec)
     params = net.init(jax.random.key(0), tokens)["params"]
     return net.norm_eps, np.asarray(lm.logits(net, params, tokens))
 
@@ -342,7 +342,7 @@ def test_bf16_compute_keeps_fp32_params_and_remat_keeps_gradients():
     p = make(cc, spec)
     params = p.init(jax.random.key(0), spec.example_batch(1)).params
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
-    net = lm.model_of(cc, spec)
+    net = lm.parts(cc, spec)
     loss = lambda q: lm.token_nll(net, q, tokens).mean()
     grads[name] = jax.jit(jax.grad(loss))(params)
     assert lm.logits(net, params, tokens[:, :-1]).dtype == jnp.float32

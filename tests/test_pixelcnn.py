@@ -26,7 +26,7 @@ def _config(**overrides):
 
 def _bound(config, spec):
   """The network and `fn(model, settings, ...)` bound to them, as `make` binds them."""
-  model, s = pixelcnn.make_model(config, spec), pixelcnn.Settings.of(config, spec)
+  model, s = pixelcnn.parts(config, spec), pixelcnn.PixelCNNSettings.of(config, spec)
   return model, lambda fn: functools.partial(fn, model, s)
 
 

@@ -4,7 +4,8 @@ config files that fail, config values a family refuses, sampler and eval argumen
 import os
 
 import pytest
-from conftest import TINY_DIFFUSION, TINY_VAE, assert_one_line_error, config_path, tiny_lm
+from conftest import (TINY_DIFFUSION, TINY_VAE, assert_one_line_error, config_path, tiny_lm,
+                      tiny_vae)
 
 from gen import cli
 from gen.core import config as config_lib
@@ -150,3 +151,45 @@ def test_not_a_workdir(tmp_path, capsys):
   for command in ("sample", "eval"):
     rc = cli.main([command, f"--workdir={tmp_path / 'folder'}"])
     _one_line_usage_error(rc, capsys, command, "is this a gen workdir?")
+
+
+def test_an_empty_prompt_starts_from_the_start_token_or_is_an_error():
+  """As the README says: `--prompt=` is one sample from the start tokens (a newline for a
+  character model), and an error for a character vocabulary without a newline."""
+  from gen.lm import steps as lm
+  from gen.lm.data import tokenizers as tok_lib
+
+  with_newline = tok_lib.CharTokenizer.build("ab\nc")
+  num, kwargs = lm.sample_options(with_newline, 0, {"prompt": ""})
+  assert num == 1 and kwargs["prompt"].tolist() == [with_newline.start_ids]
+  assert lm.sample_options(with_newline, 0, {}) == (4, {})  # No prompt: 4 from the start.
+  with pytest.raises(ValueError, match="empty prompt: the char tokenizer has no start token"):
+    lm.sample_options(tok_lib.CharTokenizer.build("abc"), 0, {"prompt": ""})
+
+
+def test_no_checkpoint_is_one_line_every_time(tmp_path):
+  """`gen sample` / `gen eval` on a run whose checkpoints are gone print one line and exit 1;
+  nothing that orbax opened outlives the interpreter (no background-thread traceback)."""
+  import shutil
+  import subprocess
+  import sys
+
+  workdir = tmp_path / "run"
+  train_lib.train(tiny_vae(**{"train.num_steps": 1, "train.checkpoint_every": 0}), str(workdir),
+                  handle_signals=False)
+  shutil.rmtree(workdir / "checkpoints")
+  for command in ("sample", "eval", "sample"):
+    out = subprocess.run([sys.executable, "-m", "gen.cli", command, f"--workdir={workdir}"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"gen {command}: error: no checkpoint in {workdir / 'checkpoints'}: train first"]
+
+
+def test_help_of_each_command(diffusion_run, capsys):
+  for command in ("train", "sample", "eval", "import"):
+    assert cli.main([command, "--help"]) == 0
+    assert capsys.readouterr().out.lstrip().startswith(f"gen {command} ")
+  assert cli.main(["sample", f"--workdir={diffusion_run}", "--help"]) == 0
+  out = capsys.readouterr().out
+  assert "--sampler=None" in out and "--guidance=None" in out and "--eta=0.0" in out

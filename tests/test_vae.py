@@ -23,7 +23,7 @@ def _setup(**overrides):
   pipe = make(config, spec)
   batch = next(data.eval_batches(1))
   state = pipe.init(jax.random.key(0), batch)
-  return config, pipe, state, batch, vae.make_model(config, spec)
+  return config, pipe, state, batch, vae.parts(config, spec)
 
 
 def test_shapes_and_dtypes():

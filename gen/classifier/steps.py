@@ -20,7 +20,7 @@ from gen.core.config import ConfigError
 from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 
 
-def make_model(config, spec: DataSpec) -> CNN:
+def parts(config, spec: DataSpec) -> CNN:
   """The network of `config.model` for `spec`'s classes, once the data suits a classifier."""
   m = config.model
   if spec.kind != "image" or spec.num_classes < 2:
@@ -73,7 +73,7 @@ def eval_step(model: CNN, state, batch, rng):
 
 
 def make(config, spec: DataSpec) -> Pipeline:
-  model = make_model(config, spec)
+  model = parts(config, spec)
   tx = make_optimizer(config.optim, config.train.num_steps)
   return Pipeline(init=functools.partial(init, model, tx, config.optim.ema_decay),
                   train_step=functools.partial(train_step, model),

@@ -192,12 +192,15 @@ def data_checker(iterator) -> Callable[[dict], None]:
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
+               create: bool = True):
+    """`create=False` opens the checkpoints of a run to read them: nothing is created (orbax
+    would create the folder in a background thread, which can outlive a quick exit)."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     # A save interrupted by a kill leaves a temporary folder, never a half-written step:
     # clean those up and carry on from the last finished one.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+        max_to_keep=keep, create=create, enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True)
     with _quiet():
       self._mngr = ocp.CheckpointManager(self.directory, options=options,

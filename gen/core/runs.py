@@ -127,7 +127,10 @@ def load_workdir(workdir: str, overrides=(), step: int | None = None):
   repl = parallel.replicated(mesh)
   example = spec.example_batch(jax.device_count())
   abstract = jax.eval_shape(pipeline.init, keys(config.seed)["init"], example)
-  ckpt = Checkpointer(workdir, async_save=False)
+  folder = os.path.join(workdir, "checkpoints")
+  if not (os.path.isdir(folder) and any(d.isdigit() for d in os.listdir(folder))):
+    raise CheckpointError(f"no checkpoint in {folder}: train first")
+  ckpt = Checkpointer(workdir, async_save=False, create=False)
   try:
     restored = ckpt.restore(abstract_like(abstract, repl), step)
   finally:

@@ -86,11 +86,13 @@ def _load(path: str, step: int | None, image_shape):
     raise ConfigError(f"latent.autoencoder={path} holds a {config.get('family')} "
                       f"{config.model.get('kind', 'model')}, not an autoencoder (diffusion with "
                       "model.kind='autoencoder')")
-  ckpt = Checkpointer(path, async_save=False)
-  try:
-    steps = ckpt.all_steps()
-  finally:
-    ckpt.close()
+  steps = []
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    ckpt = Checkpointer(path, async_save=False, create=False)
+    try:
+      steps = ckpt.all_steps()
+    finally:
+      ckpt.close()
   if not steps:
     raise ConfigError(f"latent.autoencoder={path} has no checkpoint: train it first")
   if step is not None and step not in steps:

@@ -18,7 +18,7 @@ with batch-norm statistics recomputed for those weights ("standing statistics").
 
 Every step is a module-level function whose leading arguments are its dependencies: the
 generator `gen`, the discriminator `disc` (flax modules) and `s`, the `GANSettings` read
-from the config; `make` binds them with `functools.partial`. `build(config, spec)` gives
+from the config; `make` binds them with `functools.partial`. `parts(config, spec)` gives
 those three, validated, for calling the steps directly.
 
 Train metrics, to see a GAN fail: `loss_d`, `loss_g` (and `loss` = `loss_d`, the progress
@@ -117,7 +117,7 @@ def _check(config, spec: DataSpec):
     raise ConfigError(f"gan.augment: {e}") from None
 
 
-def build(config, spec: DataSpec) -> tuple[Generator, Discriminator, GANSettings]:
+def parts(config, spec: DataSpec) -> tuple[Generator, Discriminator, GANSettings]:
   """The validated generator, discriminator and settings of `config` (raises ConfigError)."""
   policy = _check(config, spec)
   m, gc = config.model, config.gan
@@ -392,7 +392,7 @@ def visualize(gen: Generator, s: GANSettings, state: GANState, batch, rng):
 # --------------------------------------------------------------------------------- wiring
 
 def make(config, spec: DataSpec) -> Pipeline:
-  gen, disc, s = build(config, spec)
+  gen, disc, s = parts(config, spec)
   num_steps = config.train.num_steps
   g_tx = make_optimizer(config.optim, num_steps)
   d_optim = config.optim.copy_and_resolve_references()  # Shared but for D's own rate.

@@ -29,7 +29,7 @@ from gen.lm.data import tokenizers as tok_lib
 from gen.lm.models import GPT, make_model
 
 
-def model_of(config, spec: DataSpec) -> GPT:
+def parts(config, spec: DataSpec) -> GPT:
   """The transformer of `config.model` for the vocabulary and context of `spec`."""
   if spec.kind != KIND:
     raise ConfigError("the lm family models token data: use a text:PATH, tfds text or "
@@ -191,7 +191,7 @@ def make(config, spec: DataSpec) -> Pipeline:
   if finetune is not None and finetune.get("method", ""):
     raise ConfigError(f"finetune.method='{finetune.method}' is fine-tuning from feedback: set "
                       "family = 'lm.finetune'")
-  model = model_of(config, spec)
+  model = parts(config, spec)
   return wire(config, spec, model, make_optimizer(config.optim, config.train.num_steps))
 
 

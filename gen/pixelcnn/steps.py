@@ -13,7 +13,7 @@ Two samplers give the same pixels for the same key (pixel i always uses fold_in(
   (H for a square image): the vertical stack cannot see the current row, and the
   horizontal stack sees nothing but it.
 
-Every function takes the `GatedPixelCNN` module and/or a `Settings` record (image shape and
+Every function takes the `GatedPixelCNN` module and/or a `PixelCNNSettings` record (image shape and
 head) first; `make` binds them with `functools.partial`.
 """
 
@@ -36,7 +36,7 @@ HEAD_DATA = {"bernoulli": ("binarize",), "logistic_mixture": ("scale",)}
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class PixelCNNSettings:
   """What the likelihood and the samplers need besides the network."""
 
   shape: tuple[int, int, int]  # (H, W, C)
@@ -44,7 +44,7 @@ class Settings:
   num_mix: int  # Mixture components (logistic_mixture).
 
   @classmethod
-  def of(cls, config, spec: DataSpec) -> Settings:
+  def of(cls, config, spec: DataSpec) -> PixelCNNSettings:
     return cls(tuple(spec.shape), config.model.head, config.model.num_mix)
 
   @property
@@ -53,7 +53,7 @@ class Settings:
     return h * w * c
 
 
-def make_model(config, spec: DataSpec) -> GatedPixelCNN:
+def parts(config, spec: DataSpec) -> GatedPixelCNN:
   """The network of `config.model` for `spec`'s images, once the head fits the data."""
   m = config.model
   if m.head not in HEAD_DATA:
@@ -73,14 +73,14 @@ def labels_of(model: GatedPixelCNN, batch):
   return batch["label"] if model.num_classes else None
 
 
-def pixel_log_prob(s: Settings, out, x):
+def pixel_log_prob(s: PixelCNNSettings, out, x):
   """[B, H, W, P], [B, H, W, C] -> [B, H, W]: log p(x_ij | x_<ij), channels summed."""
   if s.head == "bernoulli":
     return dist.bernoulli_log_prob(out, x).sum(-1)
   return dist.mixture_log_prob(out, x, s.num_mix)
 
 
-def nll(model: GatedPixelCNN, s: Settings, params, x, labels):
+def nll(model: GatedPixelCNN, s: PixelCNNSettings, params, x, labels):
   """Exact -log p(x) in nats: [B]."""
   out = model.apply({"params": params}, x, labels)
   return -pixel_log_prob(s, out, x).reshape(x.shape[0], -1).sum(-1)
@@ -92,7 +92,7 @@ def init(model: GatedPixelCNN, tx: optax.GradientTransformation, ema_decay: floa
   return TrainState.create(params, tx, ema_decay)
 
 
-def train_step(model: GatedPixelCNN, s: Settings, state, batch, rng):
+def train_step(model: GatedPixelCNN, s: PixelCNNSettings, state, batch, rng):
   del rng  # Deterministic model; randomness is in the data pipeline.
 
   def loss_fn(params):
@@ -106,20 +106,20 @@ def train_step(model: GatedPixelCNN, s: Settings, state, batch, rng):
   return state.apply_gradients(grads), metrics
 
 
-def eval_step(model: GatedPixelCNN, s: Settings, state, batch, rng):
+def eval_step(model: GatedPixelCNN, s: PixelCNNSettings, state, batch, rng):
   del rng
   n = nll(model, s, state.sample_params, batch["image"], labels_of(model, batch))
   return {"nll": n, "bpd": dist.bits_per_dim(n, s.num_dims)}
 
 
-def sample_pixel(s: Settings, key, out):
+def sample_pixel(s: PixelCNNSettings, key, out):
   """[B, P] head outputs -> [B, C] pixel values."""
   if s.head == "bernoulli":
     return (jax.random.uniform(key, out.shape) < jax.nn.sigmoid(out)).astype(jnp.float32)
   return dist.mixture_sample(key, out, s.shape[-1], s.num_mix)
 
 
-def sample_naive(model: GatedPixelCNN, s: Settings, params, rng, x, labels, start_row=0):
+def sample_naive(model: GatedPixelCNN, s: PixelCNNSettings, params, rng, x, labels, start_row=0):
   """Fills rows >= start_row of x, re-running the whole network at every position."""
   h, w, _ = s.shape
 
@@ -130,7 +130,7 @@ def sample_naive(model: GatedPixelCNN, s: Settings, params, rng, x, labels, star
   return jax.lax.fori_loop(start_row * w, h * w, body, x)
 
 
-def sample_fast(model: GatedPixelCNN, s: Settings, params, rng, x, labels, start_row=0):
+def sample_fast(model: GatedPixelCNN, s: PixelCNNSettings, params, rng, x, labels, start_row=0):
   """Same result as `sample_naive`: vertical stack once per row, horizontal on one row."""
   h, w, _ = s.shape
 
@@ -158,7 +158,7 @@ def make_labels(model: GatedPixelCNN, num: int, label: int):
   return jnp.arange(num, dtype=jnp.int32) % model.num_classes  # Cycle through the classes.
 
 
-def sample(model: GatedPixelCNN, s: Settings, params, rng, num, label: int = -1,
+def sample(model: GatedPixelCNN, s: PixelCNNSettings, params, rng, num, label: int = -1,
            sampler: str = "fast"):
   """`num` images drawn pixel by pixel with the `fast` or `naive` sampler: [num, H, W, C]."""
   if sampler not in ("fast", "naive"):
@@ -168,7 +168,7 @@ def sample(model: GatedPixelCNN, s: Settings, params, rng, num, label: int = -1,
   return fn(model, s, params, rng, x, make_labels(model, num, label))
 
 
-def visualize(model: GatedPixelCNN, s: Settings, state, batch, rng):
+def visualize(model: GatedPixelCNN, s: PixelCNNSettings, state, batch, rng):
   """Completions, [n, 5, H, W, C]: each row is an original, its top half, then three sampled
   bottom halves."""
   n = min(8, batch["image"].shape[0])
@@ -183,8 +183,8 @@ def visualize(model: GatedPixelCNN, s: Settings, state, batch, rng):
 
 
 def make(config, spec: DataSpec) -> Pipeline:
-  model = make_model(config, spec)
-  s = Settings.of(config, spec)
+  model = parts(config, spec)
+  s = PixelCNNSettings.of(config, spec)
   tx = make_optimizer(config.optim, config.train.num_steps)
   return Pipeline(init=functools.partial(init, model, tx, config.optim.ema_decay),
                   train_step=functools.partial(train_step, model, s),

@@ -31,7 +31,7 @@ LIKELIHOOD_DATA = {"bernoulli": ("binarize", "unit"), "discretized_logistic": ("
 MIN_LOG_SCALE = -7.0
 
 
-def make_model(config, spec: DataSpec) -> VAE:
+def parts(config, spec: DataSpec) -> VAE:
   """The network of `config.model` for `spec`'s images, once the likelihood fits the data."""
   m = config.model
   if m.likelihood not in PARAMS_PER_PIXEL:
@@ -188,7 +188,7 @@ def visualize(model: VAE, state, batch, rng):
 
 def make(config, spec: DataSpec) -> Pipeline:
   ev = config.eval
-  model = make_model(config, spec)
+  model = parts(config, spec)
   tx = make_optimizer(config.optim, config.train.num_steps)
   return Pipeline(
       init=functools.partial(init, model, tx, config.optim.ema_decay),

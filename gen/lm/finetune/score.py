@@ -59,7 +59,7 @@ def load_policy(workdir: str, ref: str = "", step: int | None = None):
     _, _, ref_pipeline, ref_state, _ = runs.load_workdir(ref)
     ref_params = ref_pipeline.sample_params(ref_state)
   print(f"{workdir}: step {step}", file=sys.stderr)
-  model = lm.model_of(config, spec)
+  model = lm.parts(config, spec)
   return config, tokenizer, model, pipeline, pipeline.sample_params(state), ref_params
 
 

@@ -64,7 +64,7 @@ class PairData(TokenData):
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class FinetuneSettings:
   """What the fine-tuning steps read from `config.finetune`, and the prompt they sample from."""
 
   method: str
@@ -106,7 +106,7 @@ def rollout(model: GPT, end_id: int, params, rng, prompt, prompt_lens, max_new_t
   return tokens, (idx[None, :] >= prompt_lens[:, None]) & (tokens >= 0)
 
 
-def rl_train_step(model: GPT, reward_fn: Callable, s: Settings, state, batch, rng):
+def rl_train_step(model: GPT, reward_fn: Callable, s: FinetuneSettings, state, batch, rng):
   """One REINFORCE or PPO step on continuations sampled from the policy (see the module)."""
   b = batch["tokens"].shape[0]
   plen = s.prompt_len or len(s.start)
@@ -187,7 +187,7 @@ def dpo_train_step(model: GPT, beta: float, state, batch, rng):
       "reward_chosen": jnp.mean(implicit[:b]), "reward_rejected": jnp.mean(implicit[b:])}
 
 
-def settings(ft, spec: DataSpec) -> Settings:
+def settings(ft, spec: DataSpec) -> FinetuneSettings:
   """Checks `config.finetune` against the model's context and the tokenizer."""
   max_len = spec.shape[0]
   epochs = ft.ppo_epochs if ft.method == "ppo" else 1
@@ -207,7 +207,7 @@ def settings(ft, spec: DataSpec) -> Settings:
     if plen + new > max_len:
       raise ConfigError(f"a prompt of {plen} tokens plus finetune.max_new_tokens={new} does "
                         f"not fit the model's context of {max_len} tokens")
-  return Settings(ft.method, epochs, ft.kl_coef, ft.clip, ft.beta, max(ft.prompt_len, 0), start,
+  return FinetuneSettings(ft.method, epochs, ft.kl_coef, ft.clip, ft.beta, max(ft.prompt_len, 0), start,
                   new, spec.extra["end_id"])
 
 
@@ -224,7 +224,7 @@ def make(config, spec: DataSpec) -> Pipeline:
   if ft.method != "dpo" and ft.reward not in rewards.REWARDS:
     raise ConfigError(f"unknown reward '{ft.reward}' (finetune.reward); registered rewards: "
                       f"{', '.join(sorted(rewards.REWARDS))}")
-  model = lm.model_of(config, spec)
+  model = lm.parts(config, spec)
   s = settings(ft, spec)
   tx = make_optimizer(config.optim, config.train.num_steps * s.epochs)  # Counts updates.
   if ft.method == "dpo":
