@@ -2,7 +2,8 @@
 
 The Flax modules here name their parameters after the reference's tensors: a module path
 component is the reference's path with the dots before an index written `_`
-(`down_blocks.1.attentions.0` is `down_blocks_1_attentions_0`, `to_out.0` is `to_out_0`),
+(`down_blocks.1.attentions.0` is `down_blocks_1_attentions_0`, `to_out.0` is `to_out_0`,
+`mid_block.resnets.1` is `mid_block_resnets_1`),
 nesting is nesting, and a leaf is `kernel` (a convolution [O, I, kh, kw] stored as
 [kh, kw, I, O], a linear layer [O, I] as [I, O]), `scale` (a norm's weight), `embedding` (an
 embedding table, as stored) or `bias`. `torch_name` maps a params path back, `to_params`
@@ -28,6 +29,8 @@ LEAVES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": 
 def _component(name: str) -> str:
   if name in KEEP:
     return name
+  if name.startswith("mid_block_"):  # mid_block_resnets_0: mid_block.resnets.0.
+    return "mid_block." + _component(name[len("mid_block_"):])
   return _INDEX.sub(lambda m: "." + m[1] + ("." if m[2] else ""), name)
 
 
