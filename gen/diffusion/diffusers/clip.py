@@ -354,5 +354,8 @@ def load_tokenizer(folder: str) -> CLIPTokenizer:
                             lstrip=t.get("lstrip", False), rstrip=t.get("rstrip", False),
                             normalized=t.get("normalized", True),
                             special=t.get("special", True)))
-  return CLIPTokenizer(vocab, merges, model_max_length=max_length, added_tokens=added,
-                       **settings)
+  try:
+    return CLIPTokenizer(vocab, merges, model_max_length=max_length, added_tokens=added,
+                         **settings)
+  except InputError as e:
+    raise InputError(f"{folder}: {e}") from None
