@@ -209,6 +209,31 @@ def test_older_tensor_names_read_the_same(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
+def test_tokenizer_settings_as_older_transformers_saved_them(tmp_path):
+  """Special tokens as AddedToken dicts, added_tokens_decoder and special_tokens_map.json (the
+  files Stable Diffusion's hub folders hold) give the fixture's ids."""
+  src = os.path.join(FIXTURES, "sd2", "tokenizer")
+  dest = tmp_path / "tokenizer"
+  shutil.copytree(src, dest)
+  vocab = json.loads((dest / "vocab.json").read_text(encoding="utf-8"))
+
+  def added(content):
+    return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": True,
+            "rstrip": False, "single_word": False}
+
+  (dest / "tokenizer_config.json").write_text(json.dumps({
+      "add_prefix_space": False, "bos_token": added("<|startoftext|>"), "do_lower_case": True,
+      "eos_token": added("<|endoftext|>"), "errors": "replace", "model_max_length": 77,
+      "tokenizer_class": "CLIPTokenizer", "unk_token": added("<|endoftext|>"),
+      "added_tokens_decoder": {str(vocab[t]): {**added(t), "special": True} for t in (
+          "!", "<|startoftext|>", "<|endoftext|>")}}))
+  (dest / "special_tokens_map.json").write_text(json.dumps({"pad_token": "!"}))
+  prompts = _maker().PROMPTS
+  want = clip.load_tokenizer(src)(list(prompts))
+  np.testing.assert_array_equal(clip.load_tokenizer(str(dest))(list(prompts)), want)
+  np.testing.assert_array_equal(want, _ref("sd2")["ids"])
+
+
 # ------------------------------------------------------------------------- bad folders
 
 

@@ -281,9 +281,10 @@ class CLIPTokenizer:
         pre_tokenizers.Split(Regex(PATTERN), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tok.decoder = decoders.ByteLevel()
-    special = list(added_tokens) or [AddedToken(t, special=True) for t in dict.fromkeys(
-        (bos_token, eos_token, unk_token, pad_token))]
-    tok.add_special_tokens(special)
+    listed = {a.content for a in added_tokens}
+    tok.add_special_tokens(list(added_tokens) + [
+        AddedToken(t, special=True) for t in dict.fromkeys((bos_token, eos_token, unk_token,
+                                                            pad_token)) if t not in listed])
     self.bos_id, self.eos_id = tok.token_to_id(bos_token), tok.token_to_id(eos_token)
     self.pad_id = tok.token_to_id(pad_token)
     tok.post_processor = processors.RobertaProcessing((eos_token, self.eos_id),
