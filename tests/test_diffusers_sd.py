@@ -234,6 +234,79 @@ def test_tokenizer_settings_as_older_transformers_saved_them(tmp_path):
   np.testing.assert_array_equal(want, _ref("sd2")["ids"])
 
 
+# The full-size configurations, with the fields the hub's config.json files hold: Stable
+# Diffusion 1.5's UNet and VAE, 2.1's UNet, CLIP ViT-L/14's text encoder (1.x) and OpenCLIP
+# ViT-H/14's without its last layer (2.x); the parameter counts of diffusers' / transformers'
+# modules for them.
+SD1_UNET = {"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0",
+            "act_fn": "silu", "attention_head_dim": 8,
+            "block_out_channels": [320, 640, 1280, 1280], "center_input_sample": False,
+            "cross_attention_dim": 768,
+            "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+            "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0,
+            "in_channels": 4, "layers_per_block": 2, "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
+            "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}
+SD2_UNET = {**SD1_UNET, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
+            "sample_size": 96, "use_linear_projection": True, "upcast_attention": True,
+            "dual_cross_attention": False, "num_class_embeds": None,
+            "only_cross_attention": False, "resnet_time_scale_shift": "default"}
+SD_VAE = {"_class_name": "AutoencoderKL", "_diffusers_version": "0.6.0", "act_fn": "silu",
+          "block_out_channels": [128, 256, 512, 512],
+          "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3,
+          "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+          "out_channels": 3, "sample_size": 512, "up_block_types": ["UpDecoderBlock2D"] * 4}
+CLIP_L = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
+          "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2,
+          "hidden_act": "quick_gelu", "hidden_size": 768, "initializer_factor": 1.0,
+          "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
+          "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12,
+          "pad_token_id": 1, "projection_dim": 768, "torch_dtype": "float32",
+          "transformers_version": "4.22.0.dev0", "vocab_size": 49408}
+OPENCLIP_H = {**CLIP_L, "hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096,
+              "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512}
+FULL_SIZE = {"sd1 unet": ("unet", SD1_UNET, 859_520_964),
+             "sd2 unet": ("unet", SD2_UNET, 865_910_724),
+             "vae": ("vae", SD_VAE, 83_653_863),
+             "clip-l text": ("text_encoder", CLIP_L, 123_060_480),
+             "openclip-h text": ("text_encoder", OPENCLIP_H, 340_387_840)}
+
+
+def _full_size_shapes(component, config, tmp_path):
+  """diffusers' tensor name -> shape of gen's module for `config` (jax.eval_shape: nothing is
+  allocated)."""
+  from gen.diffusion.diffusers import tensors
+
+  (tmp_path / "config.json").write_text(json.dumps(config))
+  folder = str(tmp_path)
+  if component == "unet":
+    a = unet2d_condition.read_config(folder)
+    model = unet2d_condition.UNet2DCondition(**a["module"])
+    args = (jnp.zeros((1, 8, 8, 4)), 0.0, jnp.zeros((1, 1, a["cross_attention_dim"])))
+  elif component == "vae":
+    model = autoencoder_kl.AutoencoderKL(**autoencoder_kl.read_config(folder)["module"])
+    args = (jnp.zeros((1, 16, 16, 3)),)
+  else:
+    model = clip.CLIPTextModel(**clip.read_config(folder))
+    args = (jnp.zeros((1, 77), jnp.int32),)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
+    keys = tuple(k.key for k in path)
+    out[tensors.torch_name(keys)] = tensors.torch_shape(keys, leaf.shape)
+  return out
+
+
+@pytest.mark.parametrize("case", list(FULL_SIZE))
+def test_full_size_configs_read_with_the_reference_parameter_count(case, tmp_path):
+  """The real models' config.json fields are all read, and gen's modules for them have the
+  parameter counts of diffusers' / transformers' (the `peers` test compares every tensor's
+  name and shape)."""
+  component, config, count = FULL_SIZE[case]
+  shapes = _full_size_shapes(component, config, tmp_path)
+  assert sum(int(np.prod(s)) for s in shapes.values()) == count
+
+
 # ------------------------------------------------------------------------- bad folders
 
 
@@ -379,3 +452,26 @@ def test_peers_random_sd_components_match_live(variant, tmp_path):
   print(f"peers {variant}: " + ", ".join(f"{k} {v:.1e}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in d.items()) + f"; reference {ref64}")
   _check(d)
+
+
+@peers
+def test_peers_full_size_layouts_are_the_reference_tensors(tmp_path):
+  """For the full-size configurations, gen's tensor names and shapes are exactly those of
+  diffusers' / transformers' modules (built on torch's meta device: nothing is allocated)."""
+  import diffusers
+  import torch
+  import transformers
+
+  for i, (case, (component, config, _)) in enumerate(FULL_SIZE.items()):
+    fields = {k: v for k, v in config.items()
+              if not k.startswith("_") and k not in ("architectures", "model_type")}
+    with torch.device("meta"):
+      if component == "unet":
+        ref = diffusers.UNet2DConditionModel(**fields)
+      elif component == "vae":
+        ref = diffusers.AutoencoderKL(**fields)
+      else:
+        ref = transformers.CLIPTextModel(transformers.CLIPTextConfig(**fields))
+    want = {k: tuple(v.shape) for k, v in ref.state_dict().items() if "position_ids" not in k}
+    (tmp_path / str(i)).mkdir()
+    assert _full_size_shapes(component, config, tmp_path / str(i)) == want, case
