@@ -49,7 +49,7 @@ def _ref(variant):
 def _text(folder, ids):
   model, params = clip.load_text_encoder(os.path.join(folder, "text_encoder"))
   last, states = jax.jit(lambda p, i: model.apply({"params": p}, i))(params, ids)
-  skip1 = clip.encode(model, params, ids, clip_skip=1)
+  skip1 = jax.jit(lambda p, i: clip.encode(model, p, i, clip_skip=1))(params, ids)
   return model, params, np.asarray(last), [np.asarray(s) for s in states], np.asarray(skip1)
 
 
@@ -143,7 +143,7 @@ def test_a_wrong_mapping_would_not_pass():
   folder = os.path.join(FIXTURES, "sd1")
   model, params = clip.load_text_encoder(os.path.join(folder, "text_encoder"))
   wrong = model.clone(hidden_act="gelu")
-  last, _ = wrong.apply({"params": params}, jnp.asarray(ref["ids"][:3]))
+  last, _ = jax.jit(lambda p, i: wrong.apply({"params": p}, i))(params, ref["ids"][:3])
   assert np.abs(np.asarray(last) - ref["text_last"]).max() > 100 * TEXT_TOL
 
   ref2 = _ref("sd2")
@@ -159,8 +159,9 @@ def test_a_wrong_mapping_would_not_pass():
   attn = params["decoder"]["mid_block_attentions_0"]
   swapped = {**params, "decoder": {**params["decoder"], "mid_block_attentions_0": {
       **attn, "to_q": attn["to_k"], "to_k": attn["to_q"]}}}
-  decoded = model.apply({"params": swapped}, ref["latent"],
-                        method=autoencoder_kl.AutoencoderKL.decode)
+  decoded = jax.jit(lambda p, z: model.apply({"params": p}, z,
+                                             method=autoencoder_kl.AutoencoderKL.decode))(
+                                                 swapped, ref["latent"])
   assert np.abs(np.asarray(decoded) - ref["vae_decoded"]).max() > 100 * VAE_TOL
 
 
@@ -475,3 +476,126 @@ def test_peers_full_size_layouts_are_the_reference_tensors(tmp_path):
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items() if "position_ids" not in k}
     (tmp_path / str(i)).mkdir()
     assert _full_size_shapes(component, config, tmp_path / str(i)) == want, case
+
+
+# ------------------------------------------------------------------ a pipeline folder
+
+MODEL_INDEX = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+               "feature_extractor": [None, None], "requires_safety_checker": False,
+               "safety_checker": [None, None], "scheduler": ["diffusers", "DDIMScheduler"],
+               "text_encoder": ["transformers", "CLIPTextModel"],
+               "tokenizer": ["transformers", "CLIPTokenizer"],
+               "unet": ["diffusers", "UNet2DConditionModel"],
+               "vae": ["diffusers", "AutoencoderKL"]}
+
+
+def _pipeline_folder(tmp_path, variant="sd2"):
+  folder = tmp_path / variant
+  shutil.copytree(os.path.join(FIXTURES, variant), folder,
+                  ignore=shutil.ignore_patterns("reference.npz"))
+  (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX))
+  return str(folder)
+
+
+def test_pipeline_folder_prompt_guidance_and_decoding(tmp_path):
+  """A pipeline folder of the sd2 fixture: prompts encode to the text encoder's states, the
+  guided UNet output is the unconditional one at scale 0 and the conditional one (the
+  fixture's reference) at scale 1, and decoded latents are the VAE's images in [0, 1]."""
+  from gen.diffusion.diffusers import stable_diffusion as sdl
+
+  ref = _ref("sd2")
+  folder = _pipeline_folder(tmp_path)
+  assert sdl.recognizes(folder) and not sdl.recognizes(os.path.join(FIXTURES, "sd2"))
+  sd = sdl.load(folder)
+  assert sd.latent_shape == (8, 8, 4) and sd.image_shape == (16, 16, 3)
+  prompts = _maker().PROMPTS[:3]
+  ids, neg = sdl.tokenize(sd, prompts)
+  np.testing.assert_array_equal(ids, ref["ids"][:3])
+  np.testing.assert_array_equal(neg, np.repeat(ref["ids"][4:5], 3, axis=0))  # "" each.
+  cond, uncond = jax.jit(lambda p, i, n: sdl.encode_prompt(sd, p, i, n))(sd.params, ids, neg)
+  assert np.abs(np.asarray(cond) - ref["text_last"]).max() <= TEXT_TOL
+  x, t = ref["unet_x"], ref["unet_t"].astype(np.float32)
+  guided = jax.jit(lambda p, s: sdl.guided_eps(sd, p, x, t, cond, uncond, s))
+  scale = max(1.0, float(np.abs(ref["unet_out"]).max()))
+  at1, at0, at7 = (np.asarray(guided(sd.params, s)) for s in (1.0, 0.0, 7.5))
+  assert np.abs(at1 - ref["unet_out"]).max() <= UNET_TOL * scale
+  assert np.abs(at0 - ref["unet_out"]).max() > 100 * UNET_TOL  # The prompt matters.
+  np.testing.assert_allclose(at7, at0 + 7.5 * (at1 - at0), atol=1e-4)
+  images = np.asarray(jax.jit(lambda p, z: sdl.decode_latents(sd, p, z))(
+      sd.params, ref["latent"] * sd.scaling_factor))
+  want = np.clip(ref["vae_decoded"] / 2 + 0.5, 0, 1)
+  assert images.shape == (2, 16, 16, 3) and np.abs(images - want).max() <= VAE_TOL
+  assert sdl.initial_latents(sd, jax.random.key(0), 2).shape == (2, 8, 8, 4)
+
+
+PIPELINE_BAD = {
+    "class": (lambda f: _edit_json("model_index.json", _class_name="StableDiffusionXLPipeline")(
+        f), "model_index.json: _class_name='StableDiffusionXLPipeline' is not supported"),
+    "component": (lambda f: _edit_json("model_index.json",
+                                       text_encoder=["transformers", "T5EncoderModel"])(f),
+                  "model_index.json: text_encoder=['transformers', 'T5EncoderModel'] is not"),
+    "cross_attention_dim": (lambda f: _edit_json("config.json", cross_attention_dim=48)(
+        os.path.join(f, "unet")), "cross_attention_dim=48 is not the text encoder's "
+                                  "hidden_size=32"),
+    "latent channels": (lambda f: _edit_json("config.json", latent_channels=3)(
+        os.path.join(f, "vae")), "in_channels=4 / out_channels=4 are not the VAE's "
+                                 "latent_channels=3"),
+    "no unet weights": (lambda f: os.remove(os.path.join(f, "unet", UW)),
+                        "unet: no weights (diffusion_pytorch_model.safetensors or"),
+}
+
+
+@pytest.mark.parametrize("case", list(PIPELINE_BAD))
+def test_pipeline_folders_that_do_not_fit_are_one_line_errors(case, tmp_path):
+  from gen.diffusion.diffusers import stable_diffusion as sdl
+
+  folder = _pipeline_folder(tmp_path)
+  edit, needle = PIPELINE_BAD[case]
+  edit(folder)
+  with pytest.raises(InputError) as e:
+    sdl.load(folder)
+  assert "\n" not in str(e.value) and needle in str(e.value), str(e.value)
+
+
+@peers
+def test_peers_pipeline_steps_match_diffusers_pipeline(tmp_path):
+  """Against diffusers' StableDiffusionPipeline built from the sd1 fixture's folders:
+  encode_prompt with negative prompts, one classifier-free guided UNet output at scale 7.5, and
+  decode_latents. (diffusers 0.42's encode_prompt with clip_skip reads
+  text_encoder.text_model, which transformers 5's CLIPTextModel no longer has; clip_skip is
+  compared with transformers' hidden states in test_components_match_the_reference.)"""
+  import diffusers
+  import torch
+
+  from gen.diffusion.diffusers import stable_diffusion as sdl
+
+  folder = _pipeline_folder(tmp_path, "sd1")
+  pipe = diffusers.StableDiffusionPipeline(
+      vae=diffusers.AutoencoderKL.from_pretrained(os.path.join(folder, "vae")),
+      text_encoder=__import__("transformers").CLIPTextModel.from_pretrained(
+          os.path.join(folder, "text_encoder")),
+      tokenizer=__import__("transformers").CLIPTokenizer.from_pretrained(
+          os.path.join(folder, "tokenizer")),
+      unet=diffusers.UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet")),
+      scheduler=diffusers.DDIMScheduler(), safety_checker=None, feature_extractor=None,
+      requires_safety_checker=False)
+  prompts = ["a cat, in a HAT!", "astronaut riding a horse"]
+  negative = ["blurry", "low quality, ugly"]
+  with torch.no_grad():
+    cond_t, uncond_t = pipe.encode_prompt(prompts, "cpu", 1, True, negative_prompt=negative)
+    x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    out = pipe.unet(torch.cat([x, x]), 420, encoder_hidden_states=torch.cat([uncond_t, cond_t]))
+    u, c = out.sample.chunk(2)
+    eps_t = (u + 7.5 * (c - u)).permute(0, 2, 3, 1).numpy()
+    images_t = pipe.decode_latents(x) if hasattr(pipe, "decode_latents") else None
+  sd = sdl.load(folder)
+  ids, neg = sdl.tokenize(sd, prompts, negative)
+  cond, uncond = sdl.encode_prompt(sd, sd.params, ids, neg)
+  assert np.abs(np.asarray(cond) - cond_t.numpy()).max() <= TEXT_TOL
+  assert np.abs(np.asarray(uncond) - uncond_t.numpy()).max() <= TEXT_TOL
+  xj = x.permute(0, 2, 3, 1).numpy()
+  eps = np.asarray(sdl.guided_eps(sd, sd.params, xj, 420.0, cond, uncond, 7.5))
+  assert np.abs(eps - eps_t).max() <= UNET_TOL * max(1.0, float(np.abs(eps_t).max()))
+  if images_t is not None:  # (diffusers' deprecated helper: [0, 1], NHWC numpy.)
+    images = np.asarray(sdl.decode_latents(sd, sd.params, xj))
+    assert np.abs(images - images_t).max() <= VAE_TOL
