@@ -376,8 +376,8 @@ BAD = {
         "tensor up_blocks.1.attentions.2.transformer_blocks.0.attn2.to_k.weight is missing"),
     "unet: conv proj read as linear": ("sd1", "unet", _edit_json(
         "config.json", use_linear_projection=True),
-        "tensor down_blocks.0.attentions.0.proj_in.weight has shape (8, 8, 1, 1), "
-        "the config implies (8, 8)"),
+        ("tensor down_blocks.0.attentions.0.proj_in.weight has shape (8, 8, 1, 1), "
+         "the config implies (8, 8)")),
     "unet: addition_embed_type": ("sd1", "unet", _edit_json("config.json",
                                                             addition_embed_type="text_time"),
                                   'addition_embed_type="text_time" is not supported'),
@@ -535,11 +535,11 @@ PIPELINE_BAD = {
                                        text_encoder=["transformers", "T5EncoderModel"])(f),
                   "model_index.json: text_encoder=['transformers', 'T5EncoderModel'] is not"),
     "cross_attention_dim": (lambda f: _edit_json("config.json", cross_attention_dim=48)(
-        os.path.join(f, "unet")), "cross_attention_dim=48 is not the text encoder's "
-                                  "hidden_size=32"),
+        os.path.join(f, "unet")), ("cross_attention_dim=48 is not the text encoder's "
+                                   "hidden_size=32")),
     "latent channels": (lambda f: _edit_json("config.json", latent_channels=3)(
-        os.path.join(f, "vae")), "in_channels=4 / out_channels=4 are not the VAE's "
-                                 "latent_channels=3"),
+        os.path.join(f, "vae")), ("in_channels=4 / out_channels=4 are not the VAE's "
+                                  "latent_channels=3")),
     "no unet weights": (lambda f: os.remove(os.path.join(f, "unet", UW)),
                         "unet: no weights (diffusion_pytorch_model.safetensors or"),
 }

@@ -222,7 +222,7 @@ def read_config(folder: str) -> dict:
 
 
 def _current(name: str) -> str:
-  return name[len(PREFIX):] if name.startswith(PREFIX) else name
+  return name.removeprefix(PREFIX)
 
 
 def load_text_encoder(folder: str, dtype=jnp.float32) -> tuple[CLIPTextModel, dict]:
@@ -264,8 +264,15 @@ class CLIPTokenizer:
                bos_token="<|startoftext|>", eos_token="<|endoftext|>",
                unk_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=77,
                added_tokens=()):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
-    from tokenizers import processors
+    from tokenizers import (
+      AddedToken,
+      Regex,
+      Tokenizer,
+      decoders,
+      normalizers,
+      pre_tokenizers,
+      processors,
+    )
     from tokenizers.models import BPE
 
     for role, token in (("bos_token", bos_token), ("eos_token", eos_token),

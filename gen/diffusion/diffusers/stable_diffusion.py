@@ -138,7 +138,9 @@ def guided_eps(sd: StableDiffusion, params, latents, t, cond, uncond=None,
   """The UNet's output at latents [B, h, w, c] and diffusers' timestep t with classifier-free
   guidance: one call on [uncond; cond], then uncond + guidance_scale * (cond - uncond) (no
   guidance when uncond is None). guidance_scale may be traced."""
-  apply = lambda x, t, c: sd.unet.apply({"params": params["unet"]}, x, t, c)  # noqa: E731
+  def apply(x, t, c):
+    return sd.unet.apply({"params": params["unet"]}, x, t, c)
+
   if uncond is None:
     return apply(latents, t, cond)
   t = jnp.asarray(t)

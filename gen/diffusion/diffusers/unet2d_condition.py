@@ -141,8 +141,9 @@ class BasicTransformerBlock(nn.Module):
       return nn.LayerNorm(epsilon=BLOCK_NORM_EPS, use_fast_variance=False, dtype=self.dtype,
                           name=name)
 
-    attn = lambda name: CrossAttention(self.heads, self.head_dim, self.upcast, self.dtype,  # noqa: E731
-                                       name=name)
+    def attn(name):
+      return CrossAttention(self.heads, self.head_dim, self.upcast, self.dtype, name=name)
+
     x = x + attn("attn1")(norm("norm1")(x))
     x = x + attn("attn2")(norm("norm2")(x), context)
     return x + FeedForward(dtype=self.dtype, name="ff")(norm("norm3")(x))
