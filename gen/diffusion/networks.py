@@ -81,7 +81,7 @@ def check(config, spec: DataSpec, shape=None):
 
 
 def _check_unet2d(m, h: int, w: int):
-  """model.unet2d: the diffusers UNet2DModel fields gen.diffusion.unet2d builds."""
+  """model.unet2d: the diffusers UNet2DModel fields gen.diffusion.diffusers.unet2d builds."""
   u = m.unet2d
   boc, down, up = tuple(u.block_out_channels), tuple(u.down_block_types), tuple(u.up_block_types)
   if m.kind != "denoiser":

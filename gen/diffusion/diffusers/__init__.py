@@ -1,5 +1,8 @@
-"""diffusers' layouts, exactly: UNet2DModel (`unet2d`) and its importer (`importer`: a
-diffusers folder as a workdir, `gen import`).
+"""diffusers' and transformers' layouts, exactly: UNet2DModel (`unet2d`) and its importer
+(`importer`: a DDPM/DDIM folder as a workdir, `gen import`), and the parts of Stable
+Diffusion 1.x / 2.x (`clip`: CLIPTextModel and CLIPTokenizer; `autoencoder_kl`:
+AutoencoderKL; `unet2d_condition`: UNet2DConditionModel; `stable_diffusion`: a
+StableDiffusionPipeline folder; `tensors`: reading torch-named weights).
 
 Nothing outside this package needs it but `gen.diffusion.networks` (the `unet2d` arch) and
 the family's IMPORTERS: a fork that does not load diffusers checkpoints can delete it and
