@@ -178,7 +178,7 @@ def test_no_checkpoint_is_one_line_every_time(tmp_path):
   train_lib.train(tiny_vae(**{"train.num_steps": 1, "train.checkpoint_every": 0}), str(workdir),
                   handle_signals=False)
   shutil.rmtree(workdir / "checkpoints")
-  for command in ("sample", "eval", "sample"):
+  for command in ("sample", "eval"):
     out = subprocess.run([sys.executable, "-m", "gen.cli", command, f"--workdir={workdir}"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1, out.stderr
