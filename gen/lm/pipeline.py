@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from gen.core.config import ConfigError
+from gen.core.logging import log
 from gen.core.pipeline import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.lm import sampling
 from gen.lm.data import KIND, tokenizer_of
@@ -85,7 +86,7 @@ def eval_step(model: GPT, state, batch, rng):
   return {"loss": jnp.mean(token_nll(model, state.sample_params, batch["tokens"]), axis=-1)}
 
 
-def sample(model: GPT, sc, end_id: int, start_ids, params, rng, num, prompt=None,
+def sample(model: GPT, sc, end_id, start_ids, params, rng, num, prompt=None,
            prompt_lens=None, max_new_tokens: int | None = None, temperature: float | None = None,
            top_k: int | None = None, top_p: float | None = None, stride: int | None = None):
   """`num` continuations of `prompt` (int32 [num, P]) as int32 [num, P + max_new_tokens].
@@ -144,9 +145,27 @@ def token_rows(tokens) -> list[list[int]]:
   return [[int(t) for t in row if t >= 0] for row in np.asarray(jax.device_get(tokens))]
 
 
-def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
+def cache_line(model: GPT, batch: int) -> str:
+  """What the key/value cache of `batch` rows holds, and its size."""
+  kv, heads = model.kv_heads, model.num_heads
+  return (f"KV cache: {model.num_layers} layers x {kv} key/value heads"
+          f"{f' (shared by {heads} query heads)' if kv != heads else ''} x {model.max_len} "
+          f"positions x {model.head_width} ({model.dtype}) x {batch} rows = "
+          f"{model.cache_bytes(batch) / 2**20:,.1f} MiB")
+
+
+def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict,
+                   model: GPT | None = None):
   """`gen sample`'s `--prompt=TEXT` / `--prompt_file=FILE` (one prompt per line) as padded
-  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens)."""
+  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens). With `model`,
+  logs the size of the key/value cache the sampler will hold."""
+  num, kwargs = _prompts(tokenizer, num, flags)
+  if model is not None:
+    log.info("%s", cache_line(model, num))
+  return num, kwargs
+
+
+def _prompts(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
   flags = dict(flags)
   prompt, prompt_file = flags.pop("prompt", None), flags.pop("prompt_file", None)
   if prompt is not None and prompt_file is not None:
@@ -195,6 +214,12 @@ def make(config, spec: DataSpec) -> Pipeline:
   return wire(config, spec, model, make_optimizer(config.optim, config.train.num_steps))
 
 
+def end_of(spec: DataSpec) -> int | tuple[int, ...]:
+  """The token that ends a sample (-1: none), or the tuple of them when there are several."""
+  ends = spec.extra.get("end_ids")
+  return tuple(int(i) for i in ends) if ends else spec.extra["end_id"]
+
+
 def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
   """The pipeline of `model`: its steps, sampler and the tokenizer's inputs and outputs."""
   tok = tokenizer_of(spec)
@@ -202,8 +227,8 @@ def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
       init=functools.partial(init, model, tx, config.optim.ema_decay),
       train_step=functools.partial(train_step, model),
       eval_step=functools.partial(eval_step, model),
-      sample=functools.partial(sample, model, config.sample, spec.extra["end_id"],
+      sample=functools.partial(sample, model, config.sample, end_of(spec),
                                tuple(spec.extra["start_ids"])),
-      sample_options=functools.partial(sample_options, tok),
+      sample_options=functools.partial(sample_options, tok, model=model),
       write_samples=functools.partial(write_samples, tok) if tok else None,
       preview=functools.partial(preview, tok) if tok else None)
