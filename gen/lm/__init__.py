@@ -1,11 +1,11 @@
 """Decoder-only transformer language models (text and note-by-note music) with cached decoding."""
 
-from gen.lm import hf
+from gen.lm import hf, hf_llama
 from gen.lm.data import TokenData as make_data
 from gen.lm.models import OLD_NORM_EPS
 from gen.lm.pipeline import make
 
-IMPORTERS = (hf.IMPORTER,)  # `gen import`: GPT-2 from a transformers folder.
+IMPORTERS = (hf.IMPORTER, hf_llama.IMPORTER)  # `gen import`: GPT-2, LLaMA & co. (transformers)
 # What runs saved before a key existed had (a restart compares configs with these filled in).
 KEYS_ADDED = {"model.norm_eps": OLD_NORM_EPS}
 
