@@ -156,6 +156,39 @@ def test_tokenizer_matches_transformers(name):
     assert "<|im_start|>" in tok.chat_template
 
 
+def test_chat_template_renders_as_transformers():
+  """The chat template (chat_template.jinja) gives apply_chat_template's text and ids, with and
+  without a system message; a role it refuses is a TokenizerError naming its message."""
+  ref, _ = _ref(os.path.join(FIXTURES, "qwen2"))
+  tok = tokenizer_of(_read("qwen2")[2])
+  assert len(ref["chats"]) == 2
+  for chat in ref["chats"]:
+    assert tok.render_chat(chat["messages"]) == chat["text"]
+    assert tok.encode_chat(chat["messages"]) == chat["ids"]
+  with pytest.raises(tokenizer_json.TokenizerError, match="unknown role tool"):
+    tok.encode_chat([{"role": "tool", "content": "x"}])
+  with pytest.raises(tokenizer_json.TokenizerError, match="no chat template"):
+    tokenizer_of(_read("llama")[2]).encode_chat([{"role": "user", "content": "x"}])
+
+
+def test_cli_sample_chat(tmp_path, capsys):
+  """`gen sample --chat --system=... --prompt=...` continues the rendered conversation; --chat
+  without a template, or --system without --chat, are one-line usage errors."""
+  rc, err = cli_import(os.path.join(FIXTURES, "qwen2"), tmp_path / "w", capsys=capsys)
+  assert rc == 0, err
+  ref, _ = _ref(os.path.join(FIXTURES, "qwen2"))
+  chat = ref["chats"][0]
+  rc = cli.main(["sample", f"--workdir={tmp_path / 'w'}", "--chat",
+                 f"--system={chat['messages'][0]['content']}",
+                 f"--prompt={chat['messages'][1]['content']}", "--max_new_tokens=3",
+                 "--temperature=0", f"--out={tmp_path / 's.txt'}"])
+  out, err = capsys.readouterr()
+  assert rc == 0, err
+  assert chat["text"] in out  # The prompt as rendered, then the reply.
+  rc = cli.main(["sample", f"--workdir={tmp_path / 'w'}", "--system=x", "--prompt=y"])
+  assert_one_line_error(rc, capsys.readouterr().err, "sample", "--system", "add --chat")
+
+
 def test_special_tokens_come_from_the_folder(tmp_path):
   """generation_config.json's eos list wins (several end tokens end a sample), then
   tokenizer_config.json's, special_tokens_map.json's and config.json's."""

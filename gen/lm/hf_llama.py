@@ -481,8 +481,12 @@ def read_tokenizer(folder: str, a: dict) -> JSONTokenizer:
     named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
     template = named.get("default") or ""
   inverse = {i: t for t, i in vocab.items()}
-  special = {f"{k}_token": inverse[ids[0]] for k, ids in (("bos", bos), ("eos", eos))
-             if ids and ids[0] in inverse}
+  special = {}  # The special tokens' text, as chat templates see them.
+  for key, ids in (("bos", bos), ("eos", eos), ("pad", pad), ("unk", [])):
+    text = _token_text(tc.get(f"{key}_token")) or _token_text(stm.get(f"{key}_token"))
+    text = text or (inverse.get(ids[0]) if ids else None)
+    if text:
+      special[f"{key}_token"] = text
   return JSONTokenizer(tok.spec, a["vocab_size"], bos[:1], eos, pad[0] if pad else -1,
                        template, special)
 

@@ -106,6 +106,7 @@ def sample(model: GPT, sc, end_id, start_ids, params, rng, num, prompt=None,
                                pick(top_p, sc.top_p))
   check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                  top_p=top_p, stride=stride)
+  log.info("%s", cache_line(model, num))  # Once, when the sampler is traced.
   return decode(model, params, rng, prompt, prompt_lens, max_new_tokens,
                 temperature=temperature, top_k=top_k, top_p=top_p, end_id=end_id, stride=stride)
 
@@ -151,23 +152,26 @@ def cache_line(model: GPT, batch: int) -> str:
   return (f"KV cache: {model.num_layers} layers x {kv} key/value heads"
           f"{f' (shared by {heads} query heads)' if kv != heads else ''} x {model.max_len} "
           f"positions x {model.head_width} ({model.dtype}) x {batch} rows = "
-          f"{model.cache_bytes(batch) / 2**20:,.1f} MiB")
+          f"{_size(model.cache_bytes(batch))}")
 
 
-def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict,
-                   model: GPT | None = None):
+def _size(n: int) -> str:
+  for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    if n >= scale:
+      return f"{n / scale:,.1f} {unit}"
+  return f"{n} bytes"
+
+
+def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
   """`gen sample`'s `--prompt=TEXT` / `--prompt_file=FILE` (one prompt per line) as padded
-  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens). With `model`,
-  logs the size of the key/value cache the sampler will hold."""
-  num, kwargs = _prompts(tokenizer, num, flags)
-  if model is not None:
-    log.info("%s", cache_line(model, num))
-  return num, kwargs
-
-
-def _prompts(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
+  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens). With `--chat`
+  each prompt is a user message rendered by the tokenizer's chat template (after a
+  `--system=TEXT` message when given), ready for the assistant's reply."""
   flags = dict(flags)
   prompt, prompt_file = flags.pop("prompt", None), flags.pop("prompt_file", None)
+  chat, system = flags.pop("chat", False), flags.pop("system", None)
+  if system is not None and not chat:
+    raise ValueError("--system is the system message of a --chat prompt: add --chat")
   if prompt is not None and prompt_file is not None:
     raise ValueError("give --prompt or --prompt_file, not both")
   if prompt_file is not None:
@@ -177,12 +181,20 @@ def _prompts(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
       raise ValueError(f"--prompt_file={prompt_file} has no prompts")
   else:
     texts = [] if prompt is None else [str(prompt)]
+  if chat and not texts:
+    raise ValueError("--chat needs the user's message: --prompt=TEXT or --prompt_file=FILE")
   if not texts:
     return num or 4, flags
   if tokenizer is None:
     raise ValueError("this run's spec holds no tokenizer: prompts cannot be encoded")
+  if chat and not hasattr(tokenizer, "encode_chat"):
+    raise ValueError(f"--chat: the {tokenizer.name} tokenizer has no chat template")
   try:
-    rows = [tokenizer.encode(t) for t in texts]
+    if chat:  # Each prompt is the user's turn of its own conversation.
+      head = [] if system is None else [{"role": "system", "content": str(system)}]
+      rows = [tokenizer.encode_chat([*head, {"role": "user", "content": t}]) for t in texts]
+    else:
+      rows = [tokenizer.encode(t) for t in texts]
   except tok_lib.TokenizerError as e:
     raise ValueError(f"cannot encode the prompt: {e}") from None
   if any(not r for r in rows):  # An empty prompt starts from the start token.
@@ -229,6 +241,6 @@ def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
       eval_step=functools.partial(eval_step, model),
       sample=functools.partial(sample, model, config.sample, end_of(spec),
                                tuple(spec.extra["start_ids"])),
-      sample_options=functools.partial(sample_options, tok, model=model),
+      sample_options=functools.partial(sample_options, tok),
       write_samples=functools.partial(write_samples, tok) if tok else None,
       preview=functools.partial(preview, tok) if tok else None)
