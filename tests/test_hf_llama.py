@@ -451,3 +451,18 @@ def test_peers_random_model_matches_transformers_live(name, tmp_path, capsys):
   for case in ref["tokenizer"]:
     assert tok.encode(case["text"]) == case["ids"]
     assert tok.decode(case["ids"]) == case["decoded"]
+
+
+@peers
+def test_peers_pytorch_bin_reads_the_same(tmp_path):
+  """The same weights as a PyTorch state dict (pytorch_model.bin, bfloat16) give the same
+  params as the safetensors file."""
+  import torch
+  from safetensors.torch import load_file
+
+  src = tmp_path / "src"
+  shutil.copytree(os.path.join(FIXTURES, "llama"), src)
+  torch.save(load_file(str(src / "model.safetensors")), str(src / "pytorch_model.bin"))
+  os.remove(src / "model.safetensors")
+  params = hf_llama.read(str(src))[4]
+  jax.tree.map(np.testing.assert_array_equal, params, _read("llama")[3])
