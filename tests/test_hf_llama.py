@@ -466,3 +466,114 @@ def test_peers_pytorch_bin_reads_the_same(tmp_path):
   os.remove(src / "model.safetensors")
   params = hf_llama.read(str(src))[4]
   jax.tree.map(np.testing.assert_array_equal, params, _read("llama")[3])
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_export_round_trips(name, tmp_path):
+  """An imported model written back as a transformers folder (gen.lm.hf_export) imports to the
+  very same params, config and tokenizer; its config.json keeps the architecture's fields."""
+  from gen.lm import hf_export
+
+  a, config, spec, params = _read(name)
+  summary = hf_export.write(config, spec, params, str(tmp_path))
+  assert "tokenizer.json" in summary
+  a2, config2, spec2, _, params2 = hf_llama.read(str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, params2, params)
+  assert config2.model.to_dict() == config.model.to_dict()
+  assert tokenizer_of(spec2).to_json() == tokenizer_of(spec).to_json()
+  for key in ("num_key_value_heads", "head_dim", "rope_theta", "rope_scaling", "tied",
+              "qkv_bias", "norm_eps"):
+    assert a2[key] == a[key], key
+
+
+def test_export_gpt2_round_trips(tmp_path):
+  """The GPT-2 fixture, imported and written back, imports to the same params and tokenizer."""
+  from gen.lm import hf, hf_export
+  from gen.lm.data import token_spec
+
+  folder = os.path.join(ROOT, "tests", "fixtures", "hf_gpt2")
+  a = hf.read_config(folder)
+  params = hf.to_params(hf.read_tensors(folder), a)
+  spec = token_spec(a["n_positions"], hf.read_tokenizer(folder, a))
+  config = hf.workdir_config(a)
+  assert "GPT2LMHeadModel" in hf_export.write(config, spec, params, str(tmp_path))
+  a2 = hf.read_config(str(tmp_path))
+  assert a2 == a
+  jax.tree.map(np.testing.assert_array_equal, hf.to_params(hf.read_tensors(str(tmp_path)), a2),
+               params)
+  assert hf.read_tokenizer(str(tmp_path), a2).to_json() == spec.extra["tokenizer"]
+
+
+@pytest.mark.parametrize("edit, needle", [
+    ({"norm": "layernorm"}, "model.norm='layernorm' cannot be exported"),
+    ({"mlp": "gelu"}, "model.mlp='gelu' cannot be exported"),
+    ({"positions": "learned"}, "model.norm='rmsnorm' cannot be exported (a model with learned "
+                               "positions is a GPT-2"),
+    ({"qkv_bias": True, "use_bias": True}, "model.qkv_bias=True cannot be exported"),
+    ({"embed_scale": True}, "model.norm='rmsnorm' cannot be exported (Gemma"),
+])
+def test_export_refuses_what_transformers_cannot_express(edit, needle):
+  from gen.lm import hf_export
+
+  m = config_lib.ConfigDict(_read("llama")[1].model.to_dict())
+  assert hf_export.kind_of(m) == "llama"
+  for k, v in edit.items():
+    setattr(m, k, v)
+  with pytest.raises(hf_llama.InputError) as e:
+    hf_export.kind_of(m)
+  assert needle in str(e.value)
+
+
+def test_cli_export(tmp_path, capsys):
+  """`gen export` writes the folder whole; an existing folder is refused and left alone."""
+  rc, err = cli_import(os.path.join(FIXTURES, "qwen3"), tmp_path / "w", capsys=capsys)
+  assert rc == 0, err
+  rc = cli.main(["export", f"--workdir={tmp_path / 'w'}", f"--to={tmp_path / 'out'}"])
+  err = capsys.readouterr().err
+  assert rc == 0, err
+  assert "step 0 as Qwen3ForCausalLM" in err
+  assert sorted(os.listdir(tmp_path / "out")) == [
+      "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+      "tokenizer_config.json"]
+  rc = cli.main(["export", f"--workdir={tmp_path / 'w'}", f"--to={tmp_path / 'out'}"])
+  assert_one_line_error(rc, capsys.readouterr().err, "export", "already exists and is not empty")
+
+
+@peers
+@pytest.mark.parametrize("name", ["llama", "qwen3", "gemma"])
+def test_peers_exported_gen_model_loads_in_transformers(name, tmp_path):
+  """A model with gen's own random params (norm scales perturbed), exported:
+  AutoModelForCausalLM.from_pretrained computes gen's logits, and the fixtures written back
+  give transformers' reference logits exactly."""
+  import torch
+  from transformers import AutoModelForCausalLM
+
+  from gen.lm import hf_export
+
+  _, config, spec, fixture_params = _read(name)
+  model = lm.model_of(config, spec)
+  params = model.init(jax.random.key(3), jnp.zeros((1, 8), jnp.int32))["params"]
+  rng = np.random.default_rng(0)
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: np.asarray(x) * (1 + 0.5 * rng.standard_normal(x.shape)).astype(np.float32)
+      if "scale" in jax.tree_util.keystr(p) else np.asarray(x) * 8, params)
+  ref, logits_ref = _ref(os.path.join(FIXTURES, name))
+  seq = ref["prompt"] + ref["greedy"]
+  for p, want in ((params, None), (fixture_params, logits_ref)):
+    folder = tmp_path / ("gen" if want is None else "fixture")
+    folder.mkdir()
+    hf_export.write(config, spec, p, str(folder))
+    ours = np.asarray(lm.logits(model, p, jnp.array([seq])))[0]
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    with torch.no_grad():
+      theirs = hf(torch.tensor([seq])).logits[0].numpy()
+    if want is None:
+      print(f"{name}: gen's own params exported, transformers vs gen "
+            f"{np.abs(theirs - ours).max():.2g} (logits up to {np.abs(ours).max():.2g})")
+      assert np.abs(ours).max() > 0.5  # Logits that tell a wrong mapping apart.
+      assert np.abs(theirs - ours).max() <= TOLERANCE, np.abs(theirs - ours).max()
+    else:
+      np.testing.assert_array_equal(theirs, want)
