@@ -404,6 +404,28 @@ def test_bad_folders_are_one_line_errors_and_write_nothing(case, tmp_path, capsy
   assert sorted(os.listdir(tmp_path)) == ["src"]  # No workdir, no temporary folder.
 
 
+def test_rope_frequencies():
+  """linear divides every frequency by the factor; llama3 keeps the high ones, divides the low
+  ones and blends those between (transformers' formula, float32)."""
+  from gen.lm.models import rope_frequencies
+
+  base = np.asarray(rope_frequencies(16, 5e5))
+  inv = 1 / 5e5 ** (np.arange(0, 16, 2) / 16)
+  np.testing.assert_allclose(base, inv, rtol=1e-6)
+  linear = np.asarray(rope_frequencies(16, 5e5, (("factor", 4.0), ("rope_type", "linear"))))
+  np.testing.assert_allclose(linear, inv / 4, rtol=1e-6)
+  llama3 = np.asarray(rope_frequencies(16, 5e5, tuple(sorted({
+      "rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 48}.items()))))
+  wavelen = 2 * np.pi / inv
+  high, low = wavelen < 48 / 4, wavelen > 48
+  assert high.any() and low.any() and (~high & ~low).any()  # All three kinds present.
+  np.testing.assert_allclose(llama3[high], inv[high], rtol=1e-6)
+  np.testing.assert_allclose(llama3[low], inv[low] / 4, rtol=1e-6)
+  mid = ~high & ~low
+  assert np.all((llama3[mid] < inv[mid]) & (llama3[mid] > inv[mid] / 4))
+
+
 def test_old_configs_build_the_old_model():
   """A config without the new model keys (every saved run before them) builds the model the
   defaults describe: full multi-head attention, no scaling, float32 parameters."""
@@ -451,6 +473,24 @@ def test_peers_random_model_matches_transformers_live(name, tmp_path, capsys):
   for case in ref["tokenizer"]:
     assert tok.encode(case["text"]) == case["ids"]
     assert tok.decode(case["ids"]) == case["decoded"]
+
+
+@peers
+def test_peers_linear_rope_scaling_live(tmp_path, capsys):
+  """A LLaMA with linear RoPE scaling (factor 2, rope_theta 20000) and a tied head."""
+  maker = fixture_script("make_transformers_llama")
+  src = str(tmp_path / "src")
+  ref = maker.make("llama", src, seed=5, tie_word_embeddings=True, rope_parameters={
+      "rope_type": "linear", "rope_theta": 20000.0, "factor": 2.0})
+  a, config, spec, _, params = hf_llama.read(src)
+  assert a["rope_scaling"] == {"rope_type": "linear", "factor": 2.0} and a["tied"]
+  full, cached, greedy, _ = _compare(config, spec, params, ref["prompt"], ref["greedy"],
+                                     ref["logits"])
+  print(f"linear: {full:.2g} / {cached:.2g}; transformers' float32 vs float64 "
+        f"{ref['f32_vs_f64']:.2g}")
+  assert full <= TOLERANCE and cached <= TOLERANCE, (full, cached)
+  if ref["margin"] > 1e-4:
+    assert greedy == ref["greedy"]
 
 
 @peers
