@@ -361,6 +361,11 @@ BAD = {
                      ["config.json: use_sliding_window=True is not supported"]),
     "activation": ("llama", lambda d: _edit_config(d, hidden_act="gelu"), [],
                    ["config.json: hidden_act='gelu' is not supported"]),
+    "some biases": ("llama", lambda d: _edit_config(d, attention_bias=True), [],
+                    ["config.json: attention_bias=True is not supported", "every layer or none"]),
+    "layer types": ("qwen3", lambda d: _edit_config(d, layer_types=["full_attention",
+                                                                    "sliding_attention"]), [],
+                    ["config.json: layer_types=['full_attention', 'sliding_attention'] is not"]),
     "partial rotary": ("qwen3", lambda d: _edit_config(d, partial_rotary_factor=0.5), [],
                        ["config.json: partial_rotary_factor=0.5 is not supported"]),
     "no tokenizer": ("qwen2", lambda d: os.remove(os.path.join(d, "tokenizer.json")), [],
@@ -617,3 +622,23 @@ def test_peers_exported_gen_model_loads_in_transformers(name, tmp_path):
       assert np.abs(theirs - ours).max() <= TOLERANCE, np.abs(theirs - ours).max()
     else:
       np.testing.assert_array_equal(theirs, want)
+
+
+@peers
+def test_peers_llama_benchmark_runs(capsys):
+  """benchmarks/peers/llama.py end to end at a tiny shape: both decoders ran every token."""
+  import sys
+
+  pytest.importorskip("diffusers")  # (compare.setup reports its version.)
+  folder = os.path.join(ROOT, "benchmarks", "peers")
+  sys.path.insert(0, folder)
+  spec = importlib.util.spec_from_file_location("peer_llama", os.path.join(folder, "llama.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  module.main(["--layers=1", "--width=32", "--heads=4", "--kv_heads=2", "--mlp=48",
+               "--vocab=64", "--context=16", "--new_tokens=4", "--batch=1", "--repeats=1",
+               "--json"])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  row = out["decode"][0]
+  assert (row["batch"], row["new_tokens"]) == (1, 4) and out["shape"]["num_key_value_heads"] == 2
+  assert row["tokens_per_s"] > 0 and row["transformers_tokens_per_s"] > 0

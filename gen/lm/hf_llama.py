@@ -143,9 +143,9 @@ def read_config(folder: str) -> dict:
       refuse("attention_bias" if attn_bias else "mlp_bias", "Qwen2 has q/k/v biases only")
     a["use_bias"], a["qkv_bias"] = False, True
   else:
-    if attn_bias is not mlp_bias and not (attn_bias in (False, None) and mlp_bias in (False, None)):
-      refuse("attention_bias", f"gen's GPT has biases on every layer or none (mlp_bias={mlp_bias!r})",
-             attn_bias)
+    if bool(attn_bias) != bool(mlp_bias):
+      refuse("attention_bias", "gen's GPT has biases on every layer or none "
+             f"(mlp_bias={mlp_bias!r})", attn_bias)
     a["use_bias"], a["qkv_bias"] = bool(attn_bias), False
 
   # Attention that is not plain causal attention over the whole context.
