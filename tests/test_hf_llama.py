@@ -103,6 +103,33 @@ def test_the_fixtures_cover_the_architecture():
   assert np.asarray(_read("qwen2")[3]["block0"]["attn"]["kv"]["bias"]).std() > 0.1
 
 
+def test_as_many_key_value_heads_as_query_heads(tmp_path):
+  """The llama fixture with each key/value head repeated for the 3 query heads it serves
+  (num_key_value_heads 6 = num_attention_heads, transformers' grouping) computes the same
+  logits; gen reads it into one qkv kernel, GPT-2's layout."""
+  from gen.lm import hf_export
+
+  src = os.path.join(FIXTURES, "llama")
+  tensors = hf_llama.Tensors(src)
+  out = {}
+  for name in tensors.files:
+    x = tensors.read(name)
+    if name.endswith(("k_proj.weight", "v_proj.weight")):  # [2 * 16, E] -> [6 * 16, E]
+      x = np.repeat(x.reshape(2, 16, -1), 3, axis=0).reshape(96, -1)
+    out[name] = x
+  dest = tmp_path / "mha"
+  shutil.copytree(src, dest)
+  hf_export.save_safetensors(str(dest / "model.safetensors"), out)
+  _edit_config(str(dest), num_key_value_heads=6)
+  a, config, spec, _, params = hf_llama.read(str(dest))
+  assert set(params["block0"]["attn"]) == {"qkv", "out"} and config.model.num_kv_heads == 6
+  ref, logits_ref = _ref(src)
+  full, cached, greedy, _ = _compare(config, spec, params, ref["prompt"], ref["greedy"],
+                                     logits_ref)
+  assert full <= TOLERANCE and cached <= TOLERANCE, (full, cached)
+  assert greedy == ref["greedy"]
+
+
 def test_a_wrong_mapping_would_not_pass():
   """The fixtures tell the mappings apart: without the llama3 scaling, with the default
   rope_theta, with query heads grouped the other way round, or without Gemma's embedding scale,
@@ -512,18 +539,29 @@ def test_peers_random_model_matches_transformers_live(name, tmp_path, capsys):
     assert tok.decode(case["ids"]) == case["decoded"]
 
 
+LLAMA_VARIANTS = {
+    "linear-tied": dict(tie_word_embeddings=True, rope_parameters={
+        "rope_type": "linear", "rope_theta": 20000.0, "factor": 2.0}),
+    "mha-biases": dict(num_key_value_heads=6, attention_bias=True, mlp_bias=True),
+}
+
+
 @peers
-def test_peers_linear_rope_scaling_live(tmp_path, capsys):
-  """A LLaMA with linear RoPE scaling (factor 2, rope_theta 20000) and a tied head."""
+@pytest.mark.parametrize("variant", list(LLAMA_VARIANTS))
+def test_peers_llama_variants_live(variant, tmp_path):
+  """LLaMAs the fixture does not cover: linear RoPE scaling (factor 2, rope_theta 20000) with a
+  tied head; as many key/value heads as query heads, with biases on every layer."""
   maker = fixture_script("make_transformers_llama")
   src = str(tmp_path / "src")
-  ref = maker.make("llama", src, seed=5, tie_word_embeddings=True, rope_parameters={
-      "rope_type": "linear", "rope_theta": 20000.0, "factor": 2.0})
+  ref = maker.make("llama", src, seed=5, **LLAMA_VARIANTS[variant])
   a, config, spec, _, params = hf_llama.read(src)
-  assert a["rope_scaling"] == {"rope_type": "linear", "factor": 2.0} and a["tied"]
+  if variant == "linear-tied":
+    assert a["rope_scaling"] == {"rope_type": "linear", "factor": 2.0} and a["tied"]
+  else:
+    assert config.model.use_bias and set(params["block0"]["attn"]) == {"qkv", "out"}
   full, cached, greedy, _ = _compare(config, spec, params, ref["prompt"], ref["greedy"],
                                      ref["logits"])
-  print(f"linear: {full:.2g} / {cached:.2g}; transformers' float32 vs float64 "
+  print(f"{variant}: {full:.2g} / {cached:.2g}; transformers' float32 vs float64 "
         f"{ref['f32_vs_f64']:.2g}")
   assert full <= TOLERANCE and cached <= TOLERANCE, (full, cached)
   if ref["margin"] > 1e-4:
