@@ -694,6 +694,7 @@ def test_peers_exported_gen_model_loads_in_transformers(name, tmp_path):
       np.testing.assert_array_equal(theirs, want)
 
 
+@pytest.mark.slow
 @peers
 def test_peers_llama_benchmark_runs(capsys):
   """benchmarks/peers/llama.py end to end at a tiny shape: both decoders ran every token."""
