@@ -82,6 +82,23 @@ def test_imported_model_matches_transformers(name):
   assert greedy == ref["greedy"]
 
 
+def test_transformers_4_config_reads_the_same(tmp_path):
+  """transformers 4's config.json (rope_theta and rope_scaling at the top, "type" for the
+  older files) reads as transformers 5's rope_parameters does."""
+  src = tmp_path / "src"
+  shutil.copytree(os.path.join(FIXTURES, "llama"), src)
+  new = hf_llama.read_config(str(src))
+  rope = dict(new["rope_scaling"])
+  rope_type = rope.pop("rope_type")
+  for key in ("rope_type", "type"):
+    _edit_config(str(src), rope_parameters=None, rope_theta=new["rope_theta"],
+                 rope_scaling={key: rope_type, **rope})
+    assert hf_llama.read_config(str(src)) == new
+  _edit_config(str(src), rope_scaling=None)  # No scaling: the default rotation of rope_theta.
+  old = hf_llama.read_config(str(src))
+  assert old["rope_scaling"] == {"rope_type": "default"} and old["rope_theta"] == 5e5
+
+
 def test_the_fixtures_cover_the_architecture():
   """Each fixture exercises what it is there for (a test passing on a fixture without GQA or
   rope scaling would prove nothing)."""
