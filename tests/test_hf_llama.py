@@ -345,7 +345,8 @@ def test_sharded_safetensors_read_the_same(tmp_path):
 
 def test_cli_import_and_sample(tmp_path, capsys):
   """`gen import` writes a workdir whose greedy `gen sample --prompt` continues as
-  transformers' generate did, and says the size of its key/value cache."""
+  transformers' greedy decoding did, says the size of its key/value cache, and starts a
+  fine-tuning run."""
   folder = os.path.join(FIXTURES, "llama")
   ref, _ = _ref(folder)
   rc, err = cli_import(folder, tmp_path / "w", capsys=capsys)
@@ -359,6 +360,23 @@ def test_cli_import_and_sample(tmp_path, capsys):
   tok = tokenizer_of(train_lib.load_workdir(str(tmp_path / "w"))[1])
   assert tok.decode(ref["prompt"] + ref["greedy"]) in out
   assert "KV cache: 2 layers x 2 key/value heads" in err
+  # A fine-tuning run from it (a shorter context; lr 0 keeps the params), which resumes: the
+  # new model keys (rope_scaling, num_kv_heads...) go through the trainer and config.json.
+  text = tmp_path / "corpus.txt"
+  text.write_text("the cat sat on the mat. " * 100)
+  config = config_lib.load_json(os.path.join(tmp_path / "w", "config.json"))
+  config.unlock()
+  config_lib.apply_overrides(config, {
+      "init_from": str(tmp_path / "w"), "data.name": f"text:{text}", "data.seq_len": 16,
+      "data.batch_size": 2, "train.num_steps": 1, "train.eval_every": 0,
+      "train.sample_every": 0, "train.checkpoint_every": 1, "train.progress": False})
+  config.lock()
+  state = train_lib.train(config, str(tmp_path / "ft"), handle_signals=False)
+  capsys.readouterr()
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
+               jax.device_get(train_lib.load_workdir(str(tmp_path / "w"))[3].params))
+  again = train_lib.load_workdir(str(tmp_path / "ft"))
+  assert again[4] == 1 and again[0].model.rope_scaling.rope_type == "llama3"
 
 
 # ------------------------------------------------------------------------------ bad input
