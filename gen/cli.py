@@ -7,6 +7,7 @@
   gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
            [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
   gen import --from=FOLDER --workdir=DIR [--config.a.b=VALUE ...]
+  gen export --workdir=DIR --to=FOLDER [--step=N]
 
 Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know go to the
 family: its sampler's keyword arguments (e.g. `--sampler=heun --steps=18` for a diffusion
@@ -17,7 +18,8 @@ diffusion model's `--classifier=WORKDIR`); so are they in `gen eval --metric=fd|
 1 per prompt). Samples are written as an image grid, or as the family's own files (text;
 MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint
 folder into a new workdir (the family whose importer reads it does the work; see
-`gen.core.interop`): it is written whole or not at all.
+`gen.core.interop`): it is written whole or not at all. `gen export` writes a run back as
+another library's folder, when its family can express it.
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """
@@ -293,7 +295,23 @@ def cmd_import(argv):
   return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "import": cmd_import}
+def cmd_export(argv):
+  values, _, _ = _parse(argv, {"workdir": "", "to": "", "step": -1})
+  _require(values, "workdir", "to")
+  _setup_jax()
+  from gen.core import interop
+
+  try:
+    summary = interop.export(values["workdir"], values["to"],
+                             None if values["step"] < 0 else values["step"])
+  except interop.InputError as e:
+    raise UsageError(str(e)) from None
+  print(f"{summary}\nwrote {values['to']}", file=sys.stderr)
+  return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "import": cmd_import,
+            "export": cmd_export}
 
 
 def _help(command: str, argv) -> int:

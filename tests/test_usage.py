@@ -187,7 +187,7 @@ def test_no_checkpoint_is_one_line_every_time(tmp_path):
 
 
 def test_help_of_each_command(diffusion_run, capsys):
-  for command in ("train", "sample", "eval", "import"):
+  for command in ("train", "sample", "eval", "import", "export"):
     assert cli.main([command, "--help"]) == 0
     assert capsys.readouterr().out.lstrip().startswith(f"gen {command} ")
   assert cli.main(["sample", f"--workdir={diffusion_run}", "--help"]) == 0

@@ -43,7 +43,7 @@ def test_convnet_options_move_convolutions_out_of_ynnpack():
 def test_each_family_asks_for_its_options(config, overrides, expected):
   from gen.core import config as config_lib
   from gen.core.family import DataSpec
-  from gen.core.train import build
+  from gen.core.runs import build
   c = config_lib.load(config if config.startswith("gen.") else f"configs/{config}.py", overrides)
   if c.family == "lm":
     from gen.lm.data import token_spec

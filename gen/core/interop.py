@@ -6,7 +6,9 @@ workdir, overrides)` validates everything it reads, then writes a gen workdir (c
 data spec, a checkpoint) that `gen sample`, `gen eval` and `init_from` use like a trained
 run's. `gen import --from=DIR --workdir=W` finds the importer among the families without
 naming any (`find`) and runs it through `write_new_workdir`, so bad input leaves nothing:
-the workdir appears, complete, only once every file is written.
+the workdir appears, complete, only once every file is written. The other way, a family may
+list `EXPORTERS` (`Exporter`: `write(config, spec, params, folder)`); `gen export
+--workdir=W --to=DIR` runs the first that can express the run (`export`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,39 @@ class Importer:
   recognizes: Callable[[str], bool]
   # (folder, new workdir, config overrides `a.b=VALUE`) -> a one-line summary.
   write: Callable[[str, str, Sequence[str]], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exporter:
+  name: str  # What it writes, for messages.
+  # (config, data spec, sampling params, new folder) -> a one-line summary; an InputError
+  # naming the config key when the run's model has no form there.
+  write: Callable[[object, object, object, str], str]
+
+
+def export(workdir: str, folder: str, step: int | None = None) -> str:
+  """Writes the run in `workdir` (its newest checkpoint, or `step`) into the new `folder` with
+  its family's exporter (its package's `EXPORTERS`), whole or not at all."""
+  import jax
+
+  from gen.core.runs import load_workdir
+
+  if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+    raise InputError(f"{folder} already exists and is not empty: give a new --to")
+  config, spec, pipeline, state, step = load_workdir(workdir, step=step)
+  exporters = getattr(importlib.import_module(f"gen.{config.family}"), "EXPORTERS", ())
+  if not exporters:
+    raise InputError(f"{workdir}: the {config.family} family exports nothing")
+  params = jax.device_get(pipeline.sample_params(state))
+  errors = []
+  for exporter in exporters:
+    try:
+      summary = write_new_workdir(folder, lambda tmp, e=exporter: e.write(config, spec, params,
+                                                                          tmp))
+      return f"step {step} as {summary}"
+    except InputError as e:
+      errors.append(str(e))
+  raise InputError(f"{workdir}: {'; '.join(errors)}")
 
 
 def family_packages() -> list[str]:

@@ -31,6 +31,16 @@ def default_config() -> ConfigDict:
   c.model.dropout = 0.2
   c.model.dtype = "bfloat16"  # float32 | bfloat16 (compute; params stay float32)
   c.model.remat = False
+  # Today's decoders (set by `gen import` of a LLaMA / Mistral / Qwen / Gemma folder).
+  c.model.num_kv_heads = 0  # Key/value heads (grouped-query attention); 0: num_heads.
+  c.model.head_dim = 0  # Width of a head; 0: width // num_heads.
+  c.model.mlp_hidden = 0  # The MLP's hidden width; 0: 4 * width (gelu) or the SwiGLU rule.
+  c.model.qkv_bias = False  # Biases on q, k, v only (Qwen2), whatever use_bias says.
+  c.model.qk_norm = False  # RMSNorm of each head's q and k (Qwen3).
+  c.model.rope_theta = 10000.0  # Rotary base.
+  c.model.rope_scaling = ConfigDict()  # transformers' rope_parameters (llama3, linear); {}: none.
+  c.model.embed_scale = False  # Embeddings times sqrt(width) (Gemma).
+  c.model.param_dtype = "float32"  # Stored params: float32 | bfloat16 | float16.
 
   c.sample = ConfigDict()
   c.sample.max_new_tokens = 500

@@ -35,9 +35,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gen.core.config import ConfigDict, base_config
+from gen.core.config import ConfigDict
 from gen.core.interop import (Importer, InputError, finish_config, frozen_run, load_safetensors,
                               load_torch, read_json, save_workdir)
+from gen.lm.config import default_config
 from gen.lm.data import bpe, token_spec
 from gen.lm.steps import make
 
@@ -250,8 +251,7 @@ def read_tokenizer(folder: str, a: dict) -> bpe.ByteBPETokenizer:
 def workdir_config(a: dict) -> ConfigDict:
   """The config of an imported GPT-2: its architecture, GPT-2's sampling defaults, and data
   keys for `gen eval` (set `data.name` to a `text:PATH`)."""
-  c = base_config()
-  c.family = "lm"
+  c = default_config()
   c.data.name = "text:input.txt"  # For `gen eval`: --config.data.name=text:PATH.
   c.data.tokenizer = bpe.ByteBPETokenizer.name  # Kept in data_spec.json.
   c.data.vocab_size = 0
@@ -260,7 +260,6 @@ def workdir_config(a: dict) -> ConfigDict:
   c.data.eval_batch_size = 8
   c.data.eval_split = "val"
 
-  c.model = ConfigDict()
   c.model.num_layers = a["n_layer"]
   c.model.num_heads = a["n_head"]
   c.model.width = a["n_embd"]
@@ -274,7 +273,6 @@ def workdir_config(a: dict) -> ConfigDict:
   c.model.dtype = "float32"
   c.model.remat = False
 
-  c.sample = ConfigDict()
   c.sample.max_new_tokens = 100
   c.sample.temperature = 1.0
   c.sample.top_k = 50  # transformers' generate default.

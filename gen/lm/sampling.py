@@ -58,14 +58,14 @@ def choose(logits: jax.Array, rng, temperature, top_k, top_p) -> jax.Array:
 
 def decode(apply: Callable, init_cache: Callable, params, rng, prompt: jax.Array,
            prompt_lens: jax.Array, max_new_tokens: int, max_len: int, *,
-           temperature=1.0, top_k=0, top_p=1.0, end_id: int = -1, stride: int = 0,
+           temperature=1.0, top_k=0, top_p=1.0, end_id: int | tuple = -1, stride: int = 0,
            return_logits: bool = False):
   """Continues each prompt by up to `max_new_tokens` tokens.
 
   apply(params, tokens [B, S], positions [S], cache) -> (logits [B, S, V], cache).
   prompt: int32 [B, P] right-padded; prompt_lens: int32 [B] in 1..P.
   Returns int32 [B, P + max_new_tokens]: each row's prompt, its continuation, then -1
-  (after `end_id`, which is kept, or after its `max_new_tokens`). With `return_logits`,
+  (after `end_id`, which is kept, or after its `max_new_tokens`; a tuple of ids: any of them). With `return_logits`,
   also the float32 logits [B, P + max_new_tokens - 1, V] that chose each next token
   (zero where no step ran).
   """
@@ -115,7 +115,9 @@ def decode(apply: Callable, init_cache: Callable, params, rng, prompt: jax.Array
     nxt = jnp.where(forced, buf[:, t + 1], nxt)
     nxt = jnp.where(done, -1, nxt)
     buf = buf.at[:, t + 1].set(nxt)
-    done = done | (~forced & ((nxt == end_id) | (t + 1 >= last)))
+    ended = (jnp.isin(nxt, jnp.asarray(end_id, jnp.int32)) if isinstance(end_id, tuple)
+             else nxt == end_id)
+    done = done | (~forced & (ended | (t + 1 >= last)))
     if return_logits:
       logits_out = logits_out.at[:, t].set(logits)
     return t + 1, offset, buf, cache, done, key, logits_out

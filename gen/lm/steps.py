@@ -23,6 +23,7 @@ import optax
 
 from gen.core.config import ConfigError
 from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.logging import log
 from gen.lm import sampling
 from gen.lm.data import KIND, tokenizer_of
 from gen.lm.data import tokenizers as tok_lib
@@ -85,7 +86,7 @@ def eval_step(model: GPT, state, batch, rng):
   return {"loss": jnp.mean(token_nll(model, state.sample_params, batch["tokens"]), axis=-1)}
 
 
-def sample(model: GPT, sc, end_id: int, start_ids, params, rng, num, prompt=None,
+def sample(model: GPT, sc, end_id, start_ids, params, rng, num, prompt=None,
            prompt_lens=None, max_new_tokens: int | None = None, temperature: float | None = None,
            top_k: int | None = None, top_p: float | None = None, stride: int | None = None):
   """`num` continuations of `prompt` (int32 [num, P]) as int32 [num, P + max_new_tokens].
@@ -105,6 +106,7 @@ def sample(model: GPT, sc, end_id: int, start_ids, params, rng, num, prompt=None
                                pick(top_p, sc.top_p))
   check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                  top_p=top_p, stride=stride)
+  log.info("%s", cache_line(model, num))  # Once, when the sampler is traced.
   return decode(model, params, rng, prompt, prompt_lens, max_new_tokens,
                 temperature=temperature, top_k=top_k, top_p=top_p, end_id=end_id, stride=stride)
 
@@ -144,11 +146,32 @@ def token_rows(tokens) -> list[list[int]]:
   return [[int(t) for t in row if t >= 0] for row in np.asarray(jax.device_get(tokens))]
 
 
+def cache_line(model: GPT, batch: int) -> str:
+  """What the key/value cache of `batch` rows holds, and its size."""
+  kv, heads = model.kv_heads, model.num_heads
+  return (f"KV cache: {model.num_layers} layers x {kv} key/value heads"
+          f"{f' (shared by {heads} query heads)' if kv != heads else ''} x {model.max_len} "
+          f"positions x {model.head_width} ({model.dtype}) x {batch} rows = "
+          f"{_size(model.cache_bytes(batch))}")
+
+
+def _size(n: int) -> str:
+  for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    if n >= scale:
+      return f"{n / scale:,.1f} {unit}"
+  return f"{n} bytes"
+
+
 def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
   """`gen sample`'s `--prompt=TEXT` / `--prompt_file=FILE` (one prompt per line) as padded
-  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens)."""
+  prompt ids; `num` samples per prompt (default 1, or 4 from the start tokens). With `--chat`
+  each prompt is a user message rendered by the tokenizer's chat template (after a
+  `--system=TEXT` message when given), ready for the assistant's reply."""
   flags = dict(flags)
   prompt, prompt_file = flags.pop("prompt", None), flags.pop("prompt_file", None)
+  chat, system = flags.pop("chat", False), flags.pop("system", None)
+  if system is not None and not chat:
+    raise ValueError("--system is the system message of a --chat prompt: add --chat")
   if prompt is not None and prompt_file is not None:
     raise ValueError("give --prompt or --prompt_file, not both")
   if prompt_file is not None:
@@ -158,12 +181,20 @@ def sample_options(tokenizer: tok_lib.Tokenizer | None, num: int, flags: dict):
       raise ValueError(f"--prompt_file={prompt_file} has no prompts")
   else:
     texts = [] if prompt is None else [str(prompt)]
+  if chat and not texts:
+    raise ValueError("--chat needs the user's message: --prompt=TEXT or --prompt_file=FILE")
   if not texts:
     return num or 4, flags
   if tokenizer is None:
     raise ValueError("this run's spec holds no tokenizer: prompts cannot be encoded")
+  if chat and not hasattr(tokenizer, "encode_chat"):
+    raise ValueError(f"--chat: the {tokenizer.name} tokenizer has no chat template")
   try:
-    rows = [tokenizer.encode(t) for t in texts]
+    if chat:  # Each prompt is the user's turn of its own conversation.
+      head = [] if system is None else [{"role": "system", "content": str(system)}]
+      rows = [tokenizer.encode_chat([*head, {"role": "user", "content": t}]) for t in texts]
+    else:
+      rows = [tokenizer.encode(t) for t in texts]
   except tok_lib.TokenizerError as e:
     raise ValueError(f"cannot encode the prompt: {e}") from None
   if any(not r for r in rows):  # An empty prompt starts from the start token.
@@ -195,6 +226,12 @@ def make(config, spec: DataSpec) -> Pipeline:
   return wire(config, spec, model, make_optimizer(config.optim, config.train.num_steps))
 
 
+def end_of(spec: DataSpec) -> int | tuple[int, ...]:
+  """The token that ends a sample (-1: none), or the tuple of them when there are several."""
+  ends = spec.extra.get("end_ids")
+  return tuple(int(i) for i in ends) if ends else spec.extra["end_id"]
+
+
 def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
   """The pipeline of `model`: its steps, sampler and the tokenizer's inputs and outputs."""
   tok = tokenizer_of(spec)
@@ -202,7 +239,7 @@ def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
       init=functools.partial(init, model, tx, config.optim.ema_decay),
       train_step=functools.partial(train_step, model),
       eval_step=functools.partial(eval_step, model),
-      sample=functools.partial(sample, model, config.sample, spec.extra["end_id"],
+      sample=functools.partial(sample, model, config.sample, end_of(spec),
                                tuple(spec.extra["start_ids"])),
       sample_options=functools.partial(sample_options, tok),
       write_samples=functools.partial(write_samples, tok) if tok else None,

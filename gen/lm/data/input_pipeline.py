@@ -28,6 +28,9 @@ def token_spec(seq_len: int, tokenizer: tok_lib.Tokenizer | None = None, *,
     start_ids = start_ids or tokenizer.start_ids
   extra = {"vocab_size": int(vocab_size), "end_id": int(end_id),
            "start_ids": [int(i) for i in start_ids]}
+  ends = [int(i) for i in getattr(tokenizer, "end_ids", ())]
+  if len(ends) > 1:  # Several tokens end a sample (end_id is the first).
+    extra["end_ids"] = ends
   if tokenizer is not None:
     extra["tokenizer"] = tokenizer.to_json()
   return DataSpec((seq_len,), 0, "", KIND, {"tokens": ((seq_len + 1,), "int32")}, extra)
