@@ -168,6 +168,7 @@ def _resume(workdir, capsys, **overrides):
   return rc, capsys.readouterr().err
 
 
+@pytest.mark.slow  # Four refused starts of a latent run (70 s on 2 cores).
 def test_a_run_refuses_another_or_a_changed_autoencoder(ae_dir, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   c = tiny_latent(ae_dir, **{"train.num_steps": 1})

@@ -94,6 +94,7 @@ def test_eight_devices_agree_with_one(one_device, text, tmp_path, mode, fsdp):
   _assert_same(one_device, got)
 
 
+@pytest.mark.slow  # Two multi-device runs in subprocesses (60 s on 2 cores).
 def test_restore_onto_fewer_devices_and_another_mesh(one_device, text, tmp_path):
   workdir = tmp_path / "run"
   common = {"data.name": text, "parallel.fsdp_min_size": 64}
