@@ -59,7 +59,6 @@ from flax import struct
 from gen.core import parallel
 from gen.core.config import ConfigError
 from gen.core.family import Pipeline, TrainState
-from gen.core.logging import log
 
 BASE_DTYPES = {"": None, "float32": jnp.float32, "bfloat16": jnp.bfloat16,
                "float16": jnp.float16}
@@ -360,7 +359,6 @@ def wrap(pipeline: Pipeline, config, example_batch) -> Pipeline:
   in_axes = pipeline.lora_in_axes or default_in_axes
   plan = make_plan(s, abstract.params, in_axes)
   init = functools.partial(_init, pipeline.init, plan)
-  log.info("%s", summary(jax.eval_shape(init, jax.random.key(0), example_batch)))
   view = lambda fn: None if fn is None else functools.partial(_viewed, fn)  # noqa: E731
   return dataclasses.replace(
       pipeline, init=init, train_step=functools.partial(_train_step, pipeline.train_step),

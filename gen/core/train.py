@@ -30,6 +30,7 @@ from gen.core.data import Data, postprocess
 from gen.core.logging import MetricWriter, progress
 from gen.core.family import DataSpec, TrainState
 from gen.core.lora import LoraState
+from gen.core.lora import summary as lora_summary
 from gen.core.runs import CONFIG_FILE, build, complete, keys, load_workdir, open_data
 from gen.core.workdir import workdir_lock
 
@@ -364,6 +365,8 @@ def _train(config, workdir: str, run: _Run, flag: dict, stop_at_step: int | None
   writer = MetricWriter(workdir)
   iterator = run.data.train_iterator()
   state, start = run.init_or_restore(ckpt, iterator)
+  if isinstance(run.view(state), LoraState):
+    log.info("%s", lora_summary(run.view(state)))
   n_params = sum(x.size for x in jax.tree.leaves(run.pipeline.sample_params(run.view(state))))
   log.info("%s: %s params, %d devices (%s, mesh %s), global batch %d, steps %d -> %d",
            config.family, f"{n_params:,}", run.mesh.devices.size, run.pc.mode,
