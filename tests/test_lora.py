@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_GAN, TINY_LM, config_path
+from conftest import TINY_DIFFUSION, TINY_GAN, TINY_LM, config_path
 
 from gen import cli
 from gen.core import config as config_lib
@@ -257,3 +257,31 @@ def test_a_family_with_its_own_state_refuses_lora():
   with pytest.raises(config_lib.ConfigError, match=r"optim.lora: the gan family keeps its own "
                                                    r"state \(\w+, not one TrainState\)"):
     runs.build(c, spec)
+
+
+def test_another_family_gets_lora_unchanged():
+  """The diffusion UNet (convolutions [kh, kw, in, out]: every axis but the last is an input)
+  trains its factors through its own, unchanged step; its base stays bitwise."""
+  c = config_lib.load_file(config_path("diffusion", "digits.py"))
+  # Every convolution, the zero-initialized output one too (frozen at zero, it would stop every
+  # gradient of a fresh network); rank 1 fits its single output channel.
+  config_lib.apply_overrides(c, {**TINY_DIFFUSION, "optim.lora.rank": 1,
+                                 "optim.lora.targets": r"Conv_\d+/kernel$"})
+  spec = DataSpec.images((8, 8, 1), 10, "scale")
+  p = runs.build(c, spec)
+  state = p.init(jax.random.key(0), spec.example_batch(2))
+  assert isinstance(state, lora.LoraState)
+  convs = [t for t in state.plan.targets if len(t.shape) == 4]
+  assert convs and all(t.n_in == 3 for t in convs)
+  batch = {"image": jax.random.normal(jax.random.key(1), (2, 8, 8, 1)),
+           "label": jnp.array([1, 2], jnp.int32)}
+  step = jax.jit(p.train_step)
+  new = state
+  for i in range(3):  # The warmup's first step has lr 0; then the output conv, then the rest.
+    new, metrics = step(new, batch, jax.random.key(i))
+  assert np.isfinite(float(metrics["loss"])) and new.factors_ema is not None
+  for x, y in zip(_leaves(state.base), _leaves(new.base)):
+    np.testing.assert_array_equal(x, y)
+  moved = {k for k, v in lora.named_leaves(new.factors).items() if k.endswith("/b") and np.any(
+      np.asarray(v))}
+  assert "Conv_1/kernel/b" in moved and any(k.startswith("ResBlock_") for k in moved), moved
