@@ -1,7 +1,9 @@
 """Fine-tuning from feedback: REINFORCE / PPO against a reward, DPO from preference pairs.
 
 Start from a trained run with `--config.init_from=WORKDIR`: its params become both the
-policy and the frozen reference (`FinetuneState.ref_params`), its tokenizer is kept.
+policy and the frozen reference (`FinetuneState.ref_params`), its tokenizer is kept. With LoRA
+(`optim.lora.rank > 0`, `gen.core.lora`) the frozen base is the reference and `ref_params`
+stays None (`reference`): no second copy of the weights.
 Without `init_from` both start from the same random init (a smoke test).
 
 One compiled `train_step` does everything (see `gen.lm.finetune.losses` for the math):
