@@ -1,15 +1,17 @@
 """`gen train | sample | eval`: parse flags, load the config, call the core.
 
-  gen train --config=FILE[:ARG] --workdir=DIR [--config.a.b=VALUE ...]
+  gen train --config=FILE[:ARG]|WORKDIR --workdir=DIR [--config.a.b=VALUE ...]
             [--coordinator=auto | --coordinator=HOST:PORT --num_processes=N --process_id=I]
   gen sample --workdir=DIR [--num=N] [--out=FILE] [--seed=0] [--step=N] [--ncol=N] [--KEY=VALUE ...]
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
   gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
            [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
   gen import --from=FOLDER --workdir=DIR [--config.a.b=VALUE ...]
-  gen export --workdir=DIR --to=FOLDER [--step=N]
+  gen import --lora=ADAPTER --from=WORKDIR --workdir=DIR [--scale=1.0]
+  gen export --workdir=DIR --to=FOLDER [--step=N] [--lora=ADAPTER_FOLDER]
 
-Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know go to the
+`--config=WORKDIR` starts from a run's own config (an imported model's, with
+`--config.init_from=WORKDIR` to fine-tune it). Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know go to the
 family: its sampler's keyword arguments (e.g. `--sampler=heun --steps=18` for a diffusion
 model, `--max_new_tokens=500 --temperature=0.8` for a language model) and the flags the
 family reads itself (a language model's `--prompt=TEXT` / `--prompt_file=FILE`, a
@@ -18,8 +20,11 @@ diffusion model's `--classifier=WORKDIR`); so are they in `gen eval --metric=fd|
 1 per prompt). Samples are written as an image grid, or as the family's own files (text;
 MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint
 folder into a new workdir (the family whose importer reads it does the work; see
-`gen.core.interop`): it is written whole or not at all. `gen export` writes a run back as
-another library's folder, when its family can express it.
+`gen.core.interop`): it is written whole or not at all; `gen import --lora` writes a new
+workdir with a LoRA adapter (PEFT's, for a language model) merged into another run's weights,
+times `--scale`. `gen export` writes a run back as another library's folder, when its family
+can express it; a LoRA run is written merged, or with `--lora=FOLDER` as its frozen base
+(`--to`) and its adapter (`--lora`).
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """
@@ -111,7 +116,16 @@ def _train(argv):
            "process_id": -1, "coordinator_bind": ""}
   values, overrides, _ = _parse(argv, flags, allow_config=True)
   _require(values, "config", "workdir")
-  config = config_lib.load(values["config"], overrides)  # Errors here write nothing.
+  if os.path.isdir(values["config"]):  # A workdir: its config (e.g. an imported model's).
+    from gen.core import runs
+
+    config = runs.load_config(values["config"])
+    config.unlock()
+    config_lib.apply_overrides(config, overrides)
+    config_lib.validate(config)
+    config.lock()
+  else:
+    config = config_lib.load(values["config"], overrides)  # Errors here write nothing.
   if values["coordinator"]:  # Multi-host: before anything touches a device.
     from gen.core import parallel
 
@@ -280,11 +294,27 @@ def _eval_samples(values, overrides, extra):
 
 
 def cmd_import(argv):
-  values, overrides, _ = _parse(argv, {"from": "", "workdir": ""}, allow_config=True)
+  values, overrides, _ = _parse(argv, {"from": "", "workdir": "", "lora": "", "scale": "1.0"},
+                                allow_config=True)
   _require(values, "from", "workdir")
   _setup_jax()
   from gen.core import interop
 
+  if values["lora"]:
+    if overrides:
+      raise UsageError("--lora keeps the run's config: no --config overrides")
+    try:
+      scale = float(values["scale"])
+    except ValueError:
+      raise UsageError(f"--scale expects a number, got '{values['scale']}'") from None
+    try:
+      summary = interop.import_lora(values["lora"], values["from"], values["workdir"], scale)
+    except interop.InputError as e:
+      raise UsageError(str(e)) from None
+    print(f"{summary}\nwrote {values['workdir']}", file=sys.stderr)
+    return 0
+  if values["scale"] != "1.0":
+    raise UsageError("--scale scales a LoRA adapter: give --lora=ADAPTER")
   try:
     importer = interop.find(values["from"])
     summary = interop.write_new_workdir(
@@ -296,14 +326,14 @@ def cmd_import(argv):
 
 
 def cmd_export(argv):
-  values, _, _ = _parse(argv, {"workdir": "", "to": "", "step": -1})
+  values, _, _ = _parse(argv, {"workdir": "", "to": "", "step": -1, "lora": ""})
   _require(values, "workdir", "to")
   _setup_jax()
   from gen.core import interop
 
   try:
     summary = interop.export(values["workdir"], values["to"],
-                             None if values["step"] < 0 else values["step"])
+                             None if values["step"] < 0 else values["step"], lora=values["lora"])
   except interop.InputError as e:
     raise UsageError(str(e)) from None
   print(f"{summary}\nwrote {values['to']}", file=sys.stderr)

@@ -67,6 +67,15 @@ def base_config() -> ConfigDict:
   c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables it.
   c.optim.grad_accum_steps = 1  # Average the gradients of k batches per update.
   c.optim.ema_decay = 0.999  # EMA of params used for sampling and eval; 0 disables.
+  # LoRA (gen.core.lora): train low-rank factors of the matching kernels, the base frozen.
+  c.optim.lora = ConfigDict()
+  c.optim.lora.rank = 0  # 0: off (every param trained).
+  c.optim.lora.alpha = 16.0  # Scale alpha / rank (PEFT's lora_alpha).
+  c.optim.lora.rslora = False  # Scale alpha / sqrt(rank) (PEFT's use_rslora).
+  # A regular expression searched in each '/'-joined param path (block0/attn/qkv/kernel).
+  c.optim.lora.targets = "kernel$"
+  c.optim.lora.base_dtype = ""  # The frozen base as stored: '' (as the params) | bfloat16 | ...
+  c.optim.lora.dropout = 0.0  # Only 0: the adapters are merged into the weights.
 
   c.parallel = ConfigDict()
   c.parallel.mode = "jit"  # jit (one program over a data x fsdp mesh) | pmap

@@ -20,6 +20,7 @@ A family that reads other than labelled images also exposes `make_data(config, .
 | `write_samples`  | `(samples, stem) -> [paths]`: the family's own files (text, MIDI...) |
 | `preview`        | `(samples) -> str`: a short text form of samples, for logs |
 | `compiler_options` | XLA options for the programs compiled from these (`gen.core.xla`) |
+| `lora_in_axes`   | `(path, shape) -> n`: a kernel's leading input axes, for LoRA (`gen.core.lora`) |
 
 `eval_step` returns per-example values; the core averages them over the eval split
 with the padding `mask`. Images (samples and `visualize`'s pictures) are in the model's
@@ -126,6 +127,9 @@ class Pipeline:
   preview: Callable[[Any], str] | None = None
   # XLA options for every program compiled from these functions (see `gen.core.xla`).
   compiler_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # `(path, shape) -> n`: how many leading axes of a kernel are its layer's inputs, for LoRA
+  # (`gen.core.lora`); None: every axis but the last.
+  lora_in_axes: Callable[[str, tuple[int, ...]], int] | None = None
 
 
 class TrainState(struct.PyTreeNode):
@@ -137,6 +141,9 @@ class TrainState(struct.PyTreeNode):
   opt_state: Any
   tx: optax.GradientTransformation = struct.field(pytree_node=False)
   ema_decay: float = struct.field(pytree_node=False, default=0.0)
+  # Names of a subclass's fields that hold a frozen copy of the initial params (a reference):
+  # a LoRA state (gen.core.lora) stores None there, its frozen base being that copy.
+  frozen_copies = ()
 
   @classmethod
   def create(cls, params, tx: optax.GradientTransformation, ema_decay: float = 0.0):
@@ -150,15 +157,19 @@ class TrainState(struct.PyTreeNode):
     params = optax.apply_updates(self.params, updates)
     ema = self.ema_params
     if self.ema_decay > 0:
-      # Warm the EMA up so early samples are not dominated by the random init.
-      updated = (opt_state.gradient_step if isinstance(opt_state, optax.MultiStepsState)
-                 else self.step + 1)
-      decay = jnp.minimum(self.ema_decay, updated / (9.0 + updated))
-      new_ema = optax.incremental_update(params, ema, 1.0 - decay)
-      if isinstance(opt_state, optax.MultiStepsState):  # Accumulating: move with the params.
-        new_ema = optax.tree.where(opt_state.mini_step == 0, new_ema, ema)
-      ema = new_ema
+      ema = self.ema_update(params, ema, opt_state)
     return self.replace(step=self.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+
+  def ema_update(self, params, ema, opt_state):
+    """The EMA of `params` after this update (`opt_state` is the new optimizer state)."""
+    # Warm the EMA up so early samples are not dominated by the random init.
+    updated = (opt_state.gradient_step if isinstance(opt_state, optax.MultiStepsState)
+               else self.step + 1)
+    decay = jnp.minimum(self.ema_decay, updated / (9.0 + updated))
+    new_ema = optax.incremental_update(params, ema, 1.0 - decay)
+    if isinstance(opt_state, optax.MultiStepsState):  # Accumulating: move with the params.
+      new_ema = optax.tree.where(opt_state.mini_step == 0, new_ema, ema)
+    return new_ema
 
   @property
   def sample_params(self):

@@ -13,6 +13,7 @@ list `EXPORTERS` (`Exporter`: `write(config, spec, params, folder)`); `gen expor
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
@@ -49,26 +50,103 @@ class Exporter:
   write: Callable[[object, object, object, str], str]
 
 
-def export(workdir: str, folder: str, step: int | None = None) -> str:
-  """Writes the run in `workdir` (its newest checkpoint, or `step`) into the new `folder` with
-  its family's exporter (its package's `EXPORTERS`), whole or not at all."""
+@dataclasses.dataclass(frozen=True)
+class LoraFormat:
+  """A family's LoRA adapter files (its package's `LORA_FORMATS`, see `gen.core.lora`)."""
+
+  name: str  # What it reads and writes, for messages.
+  # (config, data spec, params as numpy, adapter folder, scale) -> (params with the adapter
+  # merged, a one-line summary); an InputError for an adapter it does not read.
+  merge: Callable[..., tuple[object, str]]
+  # (config, data spec, base params, lora.Plan, factors, new folder, base folder name) ->
+  # a one-line summary.
+  write: Callable[..., str]
+
+
+def lora_formats(family: str) -> tuple[LoraFormat, ...]:
+  return tuple(getattr(importlib.import_module(f"gen.{family}"), "LORA_FORMATS", ()))
+
+
+def import_lora(adapter: str, source: str, workdir: str, scale: float = 1.0) -> str:
+  """Writes the new `workdir`: the run in `source` (its sampling params) with the adapter in
+  `adapter` merged (times `scale`) by its family's `LORA_FORMATS`, whole or not at all."""
   import jax
 
+  from gen.core.runs import build, load_workdir
+
+  if not os.path.isdir(adapter):
+    raise InputError(f"{adapter}: not a folder")
+  config, spec, pipeline, state, _ = load_workdir(source)
+  formats = lora_formats(config.family)
+  if not formats:
+    raise InputError(f"{source}: the {config.family} family reads no LoRA adapters")
+  params = jax.tree.map(np.asarray, jax.device_get(pipeline.sample_params(state)))
+  errors = []
+  for fmt in formats:
+    try:
+      merged, summary = fmt.merge(config, spec, params, adapter, scale)
+      break
+    except InputError as e:
+      errors.append(str(e))
+  else:
+    raise InputError("; ".join(errors))
+  config = copy.deepcopy(config)
+  config.unlock()
+  if config.optim.get("lora", None) is not None:
+    config.optim.lora.rank = 0  # The adapter is in the params now.
+  config.lock()
+  plain = build(config, spec)
+  return write_new_workdir(workdir, lambda tmp: (save_workdir(tmp, config, spec, plain, merged),
+                                                 f"{source} with {summary}")[1])
+
+
+def export(workdir: str, folder: str, step: int | None = None, lora: str = "") -> str:
+  """Writes the run in `workdir` (its newest checkpoint, or `step`) into the new `folder` with
+  its family's exporter (its package's `EXPORTERS`), whole or not at all. With `lora` (a LoRA
+  run), `folder` gets the frozen base and the new folder `lora` the adapter (the family's
+  `LORA_FORMATS`); without it a LoRA run is written merged."""
+  import jax
+
+  from gen.core.lora import LoraState
   from gen.core.runs import load_workdir
 
-  if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
-    raise InputError(f"{folder} already exists and is not empty: give a new --to")
+  for out, flag in ((folder, "--to"), (lora, "--lora")):
+    if out and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+      raise InputError(f"{out} already exists and is not empty: give a new {flag}")
   config, spec, pipeline, state, step = load_workdir(workdir, step=step)
   exporters = getattr(importlib.import_module(f"gen.{config.family}"), "EXPORTERS", ())
   if not exporters:
     raise InputError(f"{workdir}: the {config.family} family exports nothing")
   params = jax.device_get(pipeline.sample_params(state))
+  if lora:
+    if not isinstance(state, LoraState):
+      raise InputError(f"{workdir}: --lora exports a LoRA run's adapter; this run trained every "
+                       "param (optim.lora.rank=0)")
+    formats = lora_formats(config.family)
+    if not formats:
+      raise InputError(f"{workdir}: the {config.family} family writes no LoRA adapters")
+    factors = state.factors if state.factors_ema is None else state.factors_ema
+    base = jax.tree.map(np.asarray, jax.device_get(state.base_params))
+    factors = jax.device_get(factors)
+    name = os.path.basename(os.path.abspath(folder))
+    adapter_summary = write_new_workdir(lora, lambda tmp: formats[0].write(
+        config, spec, base, state.plan, factors, tmp, name))
+    try:
+      summary = export_params(config, spec, base, folder, exporters, workdir)
+    except BaseException:
+      shutil.rmtree(lora, ignore_errors=True)
+      raise
+    return f"step {step}: the base as {summary}; {adapter_summary} in {lora}"
+  return f"step {step} as {export_params(config, spec, params, folder, exporters, workdir)}"
+
+
+def export_params(config, spec, params, folder: str, exporters, workdir: str) -> str:
+  """`params` written into the new `folder` by the first of `exporters` that can."""
   errors = []
   for exporter in exporters:
     try:
-      summary = write_new_workdir(folder, lambda tmp, e=exporter: e.write(config, spec, params,
-                                                                          tmp))
-      return f"step {step} as {summary}"
+      return write_new_workdir(folder, lambda tmp, e=exporter: e.write(config, spec, params,
+                                                                       tmp))
     except InputError as e:
       errors.append(str(e))
   raise InputError(f"{workdir}: {'; '.join(errors)}")

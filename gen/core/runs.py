@@ -21,7 +21,7 @@ import os
 import jax
 
 from gen.core import config as config_lib
-from gen.core import parallel, xla
+from gen.core import lora, parallel, xla
 from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like
 from gen.core.data import Data, ImageData
 from gen.core.family import SPEC_FILE, DataSpec, Pipeline
@@ -48,9 +48,11 @@ def config_errors():
 
 
 def build(config, spec: DataSpec) -> Pipeline:
-  """Imports `gen.<config.family>` and calls its `make(config, spec)`."""
+  """Imports `gen.<config.family>` and calls its `make(config, spec)`; with
+  `optim.lora.rank > 0`, the LoRA form of that pipeline (`gen.core.lora`)."""
   with config_errors():
-    return family_of(config).make(config, spec)
+    pipeline = family_of(config).make(config, spec)
+    return lora.wrap(pipeline, config, spec.example_batch(1))
 
 
 def open_data(config, *, reuse=(), process_index: int | None = None,

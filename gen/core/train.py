@@ -29,6 +29,8 @@ from gen.core.checkpoint import Checkpointer, CheckpointError, abstract_like, da
 from gen.core.data import Data, postprocess
 from gen.core.logging import MetricWriter, progress
 from gen.core.family import DataSpec, TrainState
+from gen.core.lora import LoraState
+from gen.core.lora import summary as lora_summary
 from gen.core.runs import CONFIG_FILE, build, complete, keys, load_workdir, open_data
 from gen.core.workdir import workdir_lock
 
@@ -164,7 +166,8 @@ class _Run:
         xla.for_backend(p.compiler_options))
     parallel.barrier("compiled_step")
     view = self.view(state)
-    params = getattr(view, "params", None)
+    params = getattr(view, "base", None) if isinstance(view, LoraState) else getattr(
+        view, "params", None)
     log.info("%s", parallel.memory_report(view, compiled, params))
     return compiled
 
@@ -285,6 +288,7 @@ def check_restart(config, workdir: str, spec: DataSpec) -> None:
   after = json.loads(config_lib.to_json(config))
   names = set(config_lib.flat_keys(config_lib.ConfigDict(before))) | set(config_lib.flat_keys(config))
   diff = sorted(k for k in names if k.split(".")[0] in SHAPE_KEYS and _get(before, k) != _get(after, k))
+  diff += _lora_changes(before, after)
   old_spec = DataSpec.load(workdir)
   if old_spec is not None and old_spec != spec:
     diff += [f"data ({f})" for f in ("shape", "num_classes", "preprocess", "kind", "fields",
@@ -295,6 +299,19 @@ def check_restart(config, workdir: str, spec: DataSpec) -> None:
     raise config_lib.ConfigError(
         f"{workdir} holds a run that this config does not fit ({shown}{' ...' if len(diff) > 8 else ''}); "
         "use a new --workdir, or the same settings to resume")
+
+
+# The LoRA settings that shape the state (LoRA on or off, which factors, the base's dtype).
+LORA_SHAPE_KEYS = ("rank", "targets", "base_dtype")
+
+
+def _lora_changes(before: dict, after: dict) -> list[str]:
+  """The `optim.lora` keys whose change would not fit the saved state (a run saved before
+  the section existed had LoRA off)."""
+  old, new = _get(before, "optim.lora") or {}, _get(after, "optim.lora") or {}
+  if not old.get("rank") and not new.get("rank"):
+    return []
+  return [f"optim.lora.{k}" for k in LORA_SHAPE_KEYS if old.get(k) != new.get(k)]
 
 
 @contextlib.contextmanager
@@ -348,6 +365,8 @@ def _train(config, workdir: str, run: _Run, flag: dict, stop_at_step: int | None
   writer = MetricWriter(workdir)
   iterator = run.data.train_iterator()
   state, start = run.init_or_restore(ckpt, iterator)
+  if isinstance(run.view(state), LoraState):
+    log.info("%s", lora_summary(run.view(state)))
   n_params = sum(x.size for x in jax.tree.leaves(run.pipeline.sample_params(run.view(state))))
   log.info("%s: %s params, %d devices (%s, mesh %s), global batch %d, steps %d -> %d",
            config.family, f"{n_params:,}", run.mesh.devices.size, run.pc.mode,

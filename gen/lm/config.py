@@ -59,6 +59,7 @@ def default_config() -> ConfigDict:
   c.optim.min_lr_ratio = 0.1
   c.optim.grad_clip = 1.0
   c.optim.ema_decay = 0.0
+  c.optim.lora.targets = r"(attn|mlp)/\w+/kernel$"  # Every linear layer but the head.
 
   c.train.num_steps = 5000
   c.train.log_every = 50

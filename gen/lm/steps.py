@@ -243,4 +243,12 @@ def wire(config, spec: DataSpec, model: GPT, tx) -> Pipeline:
                                tuple(spec.extra["start_ids"])),
       sample_options=functools.partial(sample_options, tok),
       write_samples=functools.partial(write_samples, tok) if tok else None,
-      preview=functools.partial(preview, tok) if tok else None)
+      preview=functools.partial(preview, tok) if tok else None,
+      lora_in_axes=lora_in_axes)
+
+
+def lora_in_axes(path: str, shape: tuple[int, ...]) -> int:
+  """The input axes of a kernel, for LoRA: the attention's q, kv and fused qkv kernels
+  ([width, (3 or 2,) heads, head_dim]) take the width alone; every other kernel every axis
+  but the last (the output projection [heads, head_dim, width] contracts two)."""
+  return 1 if path.rsplit("/", 2)[-2:-1] in (["qkv"], ["q"], ["kv"]) else len(shape) - 1

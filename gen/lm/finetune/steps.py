@@ -1,7 +1,9 @@
 """Fine-tuning from feedback: REINFORCE / PPO against a reward, DPO from preference pairs.
 
 Start from a trained run with `--config.init_from=WORKDIR`: its params become both the
-policy and the frozen reference (`FinetuneState.ref_params`), its tokenizer is kept.
+policy and the frozen reference (`FinetuneState.ref_params`), its tokenizer is kept. With LoRA
+(`optim.lora.rank > 0`, `gen.core.lora`) the frozen base is the reference and `ref_params`
+stays None (`reference`): no second copy of the weights.
 Without `init_from` both start from the same random init (a smoke test).
 
 One compiled `train_step` does everything (see `gen.lm.finetune.losses` for the math):
@@ -40,6 +42,7 @@ import optax
 
 from gen.core.config import ConfigError
 from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
+from gen.core.lora import LoraState
 from gen.lm import steps as lm
 from gen.lm.data import TokenData, pairs, tokenizer_of
 from gen.lm.finetune import losses, rewards
@@ -52,6 +55,8 @@ class FinetuneState(TrainState):
   """A `TrainState` that also holds the frozen reference params."""
 
   ref_params: Any = None
+  # A copy of the params it started from: with LoRA (gen.core.lora) the frozen base is it.
+  frozen_copies = ("ref_params",)
 
 
 class PairData(TokenData):
@@ -83,6 +88,11 @@ def init(model: GPT, tx, ema_decay: float, rng, batch):
   params = model.init(rng, jnp.zeros((1, model.max_len), jnp.int32))["params"]
   state = FinetuneState.create(params, tx, ema_decay)
   return state.replace(ref_params=jax.tree.map(jnp.copy, params))
+
+
+def reference(state):
+  """The frozen reference: with LoRA the frozen base itself (no second copy is stored)."""
+  return state.base_params if isinstance(state, LoraState) else state.ref_params
 
 
 def load_pretrained(state, params):
@@ -118,7 +128,7 @@ def rl_train_step(model: GPT, reward_fn: Callable, s: FinetuneSettings, state, b
                               jnp.full((b,), plen, jnp.int32), s.max_new_tokens)
   scores = reward_fn(tokens, generated)
   targets, mask = jnp.maximum(tokens[:, 1:], 0), generated[:, 1:].astype(jnp.float32)
-  ref_logits = jax.lax.stop_gradient(sequence_logits(model, state.ref_params, tokens))
+  ref_logits = jax.lax.stop_gradient(sequence_logits(model, reference(state), tokens))
   old_logits = jax.lax.stop_gradient(sequence_logits(model, state.params, tokens))
   old_logp = losses.token_logprobs(old_logits, targets)
   kl = jnp.sum(losses.token_kl(old_logits, ref_logits) * mask, axis=-1)
@@ -172,7 +182,7 @@ def dpo_train_step(model: GPT, beta: float, state, batch, rng):
   plen = jnp.concatenate([batch["prompt_len"], batch["prompt_len"]])
   b = batch["chosen"].shape[0]
   ref = continuation_logprob(
-      jax.lax.stop_gradient(sequence_logits(model, state.ref_params, both)), both, plen)
+      jax.lax.stop_gradient(sequence_logits(model, reference(state), both)), both, plen)
 
   def loss_fn(params):
     pol = continuation_logprob(sequence_logits(model, params, both), both, plen)
