@@ -1,5 +1,5 @@
-"""diffusers' schedulers on a discrete process, step for step: DDIM, DDPM, EulerDiscrete,
-HeunDiscrete and DPMSolverMultistep (dpmsolver++ 2M).
+"""diffusers' schedulers on a discrete process, step for step: DDIM, DDPM, PNDM (PLMS),
+EulerDiscrete, EulerAncestralDiscrete, HeunDiscrete and DPMSolverMultistep (dpmsolver++ 2M).
 
 These are the samplers of a `discrete` process (`gen.diffusion.discrete`: diffusers' table of
 betas and its timestep spacings); `gen.diffusion.sampling` picks this table for such a
@@ -19,13 +19,22 @@ sigma (taken before any clip_sample; the same numbers to float32 rounding).
   noise is DDPM-like). Starts from x = noise.
 - `ddpm`: DDPMScheduler ("fixed_small" variance, x0_hat clipped with `clip_sample`, the next timestep of the grid, no noise at
   t = 0).
+- `pndm`: PNDMScheduler with `skip_prk_steps` (PLMS, as Stable Diffusion 1.x ships it): n + 1
+  network calls on the grid t_0, t_1, t_1, t_2, ..., t_{n-1} (one call for n = 1); the second
+  call redoes the first step with the mean of both outputs, then Adams-Bashforth of order 2,
+  3 and 4 on the last outputs; the previous timestep is t - N // n (whatever the spacing), past
+  0 alphas_cumprod is 1 (`set_alpha_to_one`) or alphas_cumprod[0]. Its outputs are combined
+  in the network's own parameterization (eps, or v for a v-prediction process, converted at
+  the step's timestep and sample as diffusers does). Starts from x = noise.
 - `euler`, `heun`: EulerDiscreteScheduler / HeunDiscreteScheduler in the coordinates
   x / alpha, starting from sigma_max * noise (`linspace`, `trailing`) or
   sqrt(sigma_max^2 + 1) * noise (`leading`), the final sigma 0; `euler` takes S_churn.
+- `euler_a`: EulerAncestralDiscreteScheduler, the same start and grid: a step to sigma_down and
+  noise of sigma_up, sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2.
 - `dpmpp_2m`: DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint), first order at
   the first and the last step (final sigma 0). Starts from x = noise.
-Each returns the clean sample; each is one `lax.fori_loop`. Noise (ddpm, ddim with eta > 0,
-euler with churn) is normal(fold_in(rng, i)) at step i.
+Each returns the clean sample; each is one `lax.fori_loop`, the step count traced. Noise (ddpm,
+ddim with eta > 0, euler with churn, euler_a) is normal(fold_in(rng, i)) at step i.
 """
 
 from __future__ import annotations
@@ -166,6 +175,57 @@ def ddpm(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None):
   return jax.lax.fori_loop(0, n, body, noise)
 
 
+def pndm(denoise, process: DiscreteProcess, noise, rng, steps):
+  """PNDMScheduler.step_plms with skip_prk_steps over the grid, from x = noise."""
+  del rng
+  n = _int(steps)
+  n_train = process.num_train_timesteps
+  ac = jnp.asarray(process.alphas_cumprod, jnp.float32)
+  final = jnp.float32(1.0) if process.set_alpha_to_one else ac[0]
+  ratio = n_train // n
+  v_pred = process.prediction == "v_prediction"
+
+  def grid(j):
+    return ddim_timesteps(j, n, n_train, process.spacing, process.steps_offset)
+
+  def prev_sample(sample, t, prev, out):  # _get_prev_sample, t and prev int32.
+    a_t = ac[jnp.clip(t, 0, n_train - 1)]
+    a_p = jnp.where(prev >= 0, ac[jnp.clip(prev, 0, n_train - 1)], final)
+    b_t, b_p = 1 - a_t, 1 - a_p
+    if v_pred:
+      out = (a_t ** 0.5) * out + (b_t ** 0.5) * sample
+    coeff = (a_p / a_t) ** 0.5
+    denom = a_t * b_p ** 0.5 + (a_t * b_t * a_p) ** 0.5
+    return coeff * sample - (a_p - a_t) * out / denom
+
+  def body(k, carry):
+    x, cur, e1, e2, e3 = carry  # e1, e2, e3: ets[-1], ets[-2], ets[-3].
+    t = grid(jnp.where(k >= 2, k - 1, k))  # t_0, t_1, t_1, t_2, ...: calls 0, 1, 2, 3.
+    x0, eps = _eps(denoise, process, x, t.astype(jnp.float32))
+    if v_pred:  # The network's v: alpha eps - sigma x0.
+      a, s = process.alpha_sigma(t.astype(jnp.float32))
+      out = a * eps - s * x0
+    else:
+      out = eps
+    count = jnp.where(k == 0, 1, jnp.minimum(k, 4))  # len(ets) after this call's append.
+    multistep = jnp.select(
+        [count == 1, count == 2, count == 3],
+        [out, (3 * out - e1) / 2, (23 * out - 16 * e1 + 5 * e2) / 12],
+        (1 / 24) * (55 * out - 59 * e1 + 37 * e2 - 9 * e3))
+    second = k == 1  # Redo the first step with the mean of both outputs.
+    mixed = jnp.where(second, (out + e1) / 2, multistep)
+    sample = jnp.where(second, cur, x)
+    t_step = jnp.where(second, t + ratio, t)
+    prev = jnp.where(second, t, t - ratio)
+    x_next = prev_sample(sample, t_step, prev, mixed)
+    ets = (jnp.where(second, e1, out), jnp.where(second, e2, e1), jnp.where(second, e3, e2))
+    return x_next, jnp.where(k == 0, x, cur), *ets
+
+  zero = jnp.zeros_like(noise)
+  calls = n + (n > 1).astype(jnp.int32)
+  return jax.lax.fori_loop(0, calls, body, (noise, zero, zero, zero, zero))[0]
+
+
 def _karras_start(process: DiscreteProcess, level_of, n, fixed):
   """init_noise_sigma of diffusers' Euler / Heun schedulers."""
   if fixed:
@@ -191,6 +251,23 @@ def euler(denoise, process: DiscreteProcess, noise, rng, steps, churn=0.0, s_noi
     pred = x - s_hat * eps
     d = (x - pred) / s_hat
     return x + d * (s_next - s_hat)
+
+  return jax.lax.fori_loop(0, n, body, _karras_start(process, level_of, n, fixed) * noise)
+
+
+def euler_a(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=None, sigmas=None):
+  """EulerAncestralDiscreteScheduler.step, in x / alpha: to sigma_down, plus sigma_up noise."""
+  n, t_of, level_of, fixed = _grid(process, steps, timesteps, sigmas, "karras")
+
+  def body(i, x):
+    s, s_to = level_of(i), level_of(i + 1)
+    _, eps = _eps(denoise, process, x / (s ** 2 + 1) ** 0.5, t_of(i))
+    pred = x - s * eps
+    up = (s_to ** 2 * (s ** 2 - s_to ** 2) / s ** 2) ** 0.5
+    down = (s_to ** 2 - up ** 2) ** 0.5
+    d = (x - pred) / s
+    x = x + d * (down - s)
+    return x + _noise(rng, i, x.shape) * up
 
   return jax.lax.fori_loop(0, n, body, _karras_start(process, level_of, n, fixed) * noise)
 
@@ -254,10 +331,11 @@ def dpmpp_2m(denoise, process: DiscreteProcess, noise, rng, steps, timesteps=Non
   return x
 
 
-SAMPLERS = {"ddim": ddim, "ddpm": ddpm, "euler": euler, "heun": heun, "dpmpp_2m": dpmpp_2m}
+SAMPLERS = {"ddim": ddim, "ddpm": ddpm, "pndm": pndm, "euler": euler, "euler_a": euler_a,
+            "heun": heun, "dpmpp_2m": dpmpp_2m}
 # The options each takes besides (denoise, process, noise, rng, steps).
-OPTIONS = {"ddim": ("eta", "timesteps"), "ddpm": ("timesteps",),
-           "euler": ("churn", "timesteps", "sigmas"), "heun": ("churn", "timesteps", "sigmas"),
-           "dpmpp_2m": ("timesteps", "sigmas")}
+OPTIONS = {"ddim": ("eta", "timesteps"), "ddpm": ("timesteps",), "pndm": (),
+           "euler": ("churn", "timesteps", "sigmas"), "euler_a": ("timesteps", "sigmas"),
+           "heun": ("churn", "timesteps", "sigmas"), "dpmpp_2m": ("timesteps", "sigmas")}
 # The denoiser these steps want: (x0_hat, eps_hat), eps_hat the network's own.
 WITH_EPS = True
