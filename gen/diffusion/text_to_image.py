@@ -139,11 +139,14 @@ def guided_denoiser(sd, params, process, objective, cond, uncond, w):
 
 def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settings, params, rng,
            num, ids=None, negative_ids=None, sampler=None, steps=None, guidance=None, eta=0.0,
-           height=0, width=0, latents=None, timesteps=None, sigmas=None, decode=True):
+           churn=0.0, height=0, width=0, latents=None, timesteps=None, sigmas=None,
+           decode=True):
   """`num` images of the prompts' token ids [num, L] (and negative ones; None: no guidance).
+  `gen sample` makes the ids of --prompt=TEXT or --prompt_file=FILE and --negative_prompt=TEXT
+  (`sample_options`).
 
   sampler / steps: the process's sampler and its step count (may be traced; None: the
-  config's). guidance: the scale w (may be traced; None: diffusion.guidance); guidance at w
+  config's); eta (ddim), churn (euler): their options. guidance: the scale w (may be traced; None: diffusion.guidance); guidance at w
   > 1 only, as diffusers. height / width: image size (0: the data spec's; a multiple of the
   downscales). latents: the start noise [num, h, w, c] (unit variance: the sampler scales it
   as diffusers' prepare_latents does); None: drawn from rng. Returns images in [-1, 1] (decode
@@ -154,8 +157,8 @@ def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settin
                      "--prompt_file=FILE")
   sampler = cfg.sampler if sampler is None else sampler
   steps = cfg.sample_steps if steps is None and timesteps is None and sigmas is None else steps
-  fn, steps, opts = sampling.resolve(process, sampler, steps, eta=eta, timesteps=timesteps,
-                                     sigmas=sigmas)
+  fn, steps, opts = sampling.resolve(process, sampler, steps, eta=eta, churn=churn,
+                                     timesteps=timesteps, sigmas=sigmas)
   w = cfg.guidance if guidance is None else guidance
   h, wd = (height or cfg.image_shape[0]), (width or cfg.image_shape[1])
   f = sd.image_shape[0] // sd.latent_shape[0]
