@@ -71,6 +71,58 @@ def test_images_match_the_diffusers_pipeline(runs, variant, sampler):
   assert err <= TOL
 
 
+@pytest.mark.parametrize("sampler", [
+    "pndm", "dpmpp_2m", *(pytest.param(s, marks=pytest.mark.slow)
+                          for s in ("ddim", "euler", "euler_a"))])
+def test_img2img_matches_the_diffusers_pipeline(runs, sampler):
+  """StableDiffusionImg2ImgPipeline at strength 0.6 (10 steps: the last 6 run), every random
+  draw gen's (VAE posterior, start noise, euler_a's steps): measured in README's table."""
+  m = _maker()
+  ref = _pipeline_ref("sd1")
+  got = text_to_image.generate(runs["sd1"], list(m.PIPELINE_PROMPTS), list(m.NEGATIVE_PROMPTS),
+                               guidance=m.GUIDANCE, steps=m.PIPELINE_STEPS, sampler=sampler,
+                               init_image=ref["img2img_image"], strength=m.STRENGTH,
+                               seed=m.SAMPLE_SEED)
+  want = ref["img2img_" + sampler]
+  err = float(np.abs(got - want).max())
+  print(f"img2img {sampler}: {err:.1e} (diffusers float32 vs float64: "
+        f"{float(ref['img2img_' + sampler + '_ref64']):.1e})")
+  assert err <= TOL
+  if sampler == "pndm":  # The strength is traced, and it matters.
+    other = text_to_image.generate(
+        runs["sd1"], list(m.PIPELINE_PROMPTS), list(m.NEGATIVE_PROMPTS), guidance=m.GUIDANCE,
+        steps=m.PIPELINE_STEPS, sampler=sampler, init_image=ref["img2img_image"], strength=0.9,
+        seed=m.SAMPLE_SEED)
+    assert np.abs(other - want).max() > 100 * TOL
+    fn = runs["sd1"].compiled[("pndm", 2, 0, 0, True, (16, 16))]
+    assert fn._cache_size() == 1
+
+
+def test_img2img_flags(runs, tmp_path):
+  """--strength needs --init_image; an image of a size the networks cannot take, or a
+  sampler without an img2img start, is an error before anything is compiled."""
+  from PIL import Image
+
+  model = runs["sd1"]
+  opts = model.pipeline.sample_options
+  with pytest.raises(ValueError, match="--strength applies with --init_image"):
+    opts(0, {"prompt": "x", "strength": 0.5})
+  path = tmp_path / "odd.png"
+  Image.fromarray(np.zeros((18, 16, 3), np.uint8)).save(path)
+  with pytest.raises(ValueError, match="--init_image's size 18x16 must be multiples of 4"):
+    opts(0, {"prompt": "x", "init_image": str(path)})
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(path)
+  with pytest.raises(ValueError, match=r"--strength must be in \[0, 1\]"):
+    opts(0, {"prompt": "x", "init_image": str(path), "strength": 1.5})
+  num, kw = opts(2, {"prompt": "x", "init_image": str(path), "strength": 0.5})
+  assert kw["init_image"].shape == (2, 16, 16, 3) and kw["init_image"].min() == -1.0
+  assert kw["strength"][10] == 5 and kw["strength"].dtype == np.int32
+  with pytest.raises(ValueError, match="cannot start from an image"):
+    jax.eval_shape(lambda p: model.pipeline.sample(p, jax.random.key(0), 2, sampler="heun",
+                                                   steps=3, **{k: v for k, v in kw.items()}),
+                   model.params)
+
+
 def test_a_wrong_setting_would_not_pass(runs):
   """The same run without the negative prompts, or at another guidance scale, or with the
   other sampler's rule, is far from the reference: the comparison can fail."""
@@ -97,7 +149,7 @@ def test_guidance_and_steps_are_traced(runs):
   a = _generate(model, ref, "pndm")
   b = text_to_image.generate(model, list(m.PIPELINE_PROMPTS), list(m.NEGATIVE_PROMPTS),
                              guidance=2.0, steps=4, sampler="pndm", latents=ref["latents"])
-  fn = model.compiled[("pndm", 2, 0, 0, False)]
+  fn = model.compiled[("pndm", 2, 0, 0, False, None)]
   assert fn._cache_size() == 1 and len(model.compiled) == max(before, 1)
   assert np.abs(a - b).max() > 1e-2
 
@@ -131,6 +183,23 @@ def test_gen_sample_writes_images_and_warns_once_for_long_prompts(runs, tmp_path
   image = np.asarray(Image.open(out))
   assert image.shape[0] >= 16 and image.shape[1] >= 32 and image.std() > 0
   assert cli.main(["sample", f"--workdir={wd}", "--steps=2"]) == 2  # No prompt.
+
+
+@pytest.mark.slow
+def test_gen_sample_img2img(tmp_path):
+  """`gen sample --init_image=PNG --strength=0.6` writes the images."""
+  from PIL import Image
+
+  wd = _import(os.path.join(FIXTURES, "sd1"), str(tmp_path / "run"))
+  src = tmp_path / "init.png"
+  image = (_maker().init_image(3, 1)[0] * 255).astype(np.uint8)
+  Image.fromarray(image).save(src)
+  out = tmp_path / "out.png"
+  assert cli.main(["sample", f"--workdir={wd}", "--prompt=a fox", f"--init_image={src}",
+                   "--strength=0.6", "--steps=5", "--sampler=euler_a", "--num=1",
+                   f"--out={out}"]) == 0
+  got = np.asarray(Image.open(out))
+  assert got.shape[0] >= 16 and got.std() > 0
 
 
 def _edit_json(path, **fields):
@@ -207,8 +276,9 @@ def test_peers_random_pipeline_matches_diffusers_live(tmp_path):
   """A fresh sd2-like pipeline of other sizes (three UNet levels, four text layers) with
   Stable Diffusion 1.x's PNDMScheduler config but v_prediction and trailing spacing, built and
   run by diffusers now under pndm, euler_a and dpmpp_2m (12 steps, guidance 5); gen's import of
-  it within TOL. (diffusers' PNDMScheduler made from another class's config runs its PRK
-  warm-up, skip_prk_steps being false by default; gen's pndm is PLMS only.)"""
+  it within TOL, and StableDiffusionImg2ImgPipeline at strength 0.45 under pndm and euler_a.
+  (diffusers' PNDMScheduler made from another class's config runs its PRK warm-up,
+  skip_prk_steps being false by default; gen's pndm is PLMS only.)"""
   maker = _maker()
   src = str(tmp_path / "live")
   unet = {"block_out_channels": (8, 16, 16), "layers_per_block": 1,
@@ -231,3 +301,13 @@ def test_peers_random_pipeline_matches_diffusers_live(tmp_path):
     err = float(np.abs(got - want).max())
     print(f"live {sampler}: {err:.1e}")
     assert err <= TOL, (sampler, err)
+  image = maker.init_image(11)
+  for sampler in ("pndm", "euler_a"):  # img2img at strength 0.45: the last 5 of 12 steps.
+    want = maker.run_img2img(src, sampler, image, 0.45, prompts, negative, steps=12,
+                             guidance=5.0)
+    got = text_to_image.generate(model, prompts, negative, guidance=5.0, steps=12,
+                                 sampler=sampler, init_image=image, strength=0.45,
+                                 seed=maker.SAMPLE_SEED)
+    err = float(np.abs(got - want).max())
+    print(f"live img2img {sampler}: {err:.1e}")
+    assert err <= TOL, ("img2img", sampler, err)

@@ -14,7 +14,9 @@ dpmpp_2m, ...) on the classifier-free guided UNet output uncond + w (cond - unco
 VAE's decoding of latents / scaling_factor. Guidance, step count and given latents are
 traced; a new image size compiles once. `sample_options` tokenizes eagerly (`--prompt`,
 `--prompt_file`, `--negative_prompt`), cutting a prompt over the tokenizer's 77 tokens as
-diffusers does with one warning line.
+diffusers does with one warning line. With `--init_image` (and `--strength`) it is
+StableDiffusionImg2ImgPipeline's step: the image's VAE latents noised to a step of the grid
+and sampled from there, in the same program.
 
 For a notebook: `load(workdir)`, `encode(model, prompts)`, `generate(model, prompts, ...)`
 (images in [0, 1] as the pipeline's `output_type="np"`; given `latents` like its `latents=`).
@@ -34,11 +36,12 @@ import numpy as np
 
 from gen.core.config import ConfigError
 from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
-from gen.diffusion import networks, sampling
-from gen.diffusion.diffusers import clip, stable_diffusion
+from gen.diffusion import networks, sampling, schedulers
+from gen.diffusion.diffusers import autoencoder_kl, clip, stable_diffusion
 from gen.diffusion.models import DTYPES
 
 DEFAULT_NUM = 4  # Images of one --prompt without --num.
+MAX_STEPS = 1000  # The longest step count img2img's strength table covers.
 OBJECTIVES = ("eps", "v")
 
 
@@ -140,7 +143,7 @@ def guided_denoiser(sd, params, process, objective, cond, uncond, w):
 def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settings, params, rng,
            num, ids=None, negative_ids=None, sampler=None, steps=None, guidance=None, eta=0.0,
            churn=0.0, height=0, width=0, latents=None, timesteps=None, sigmas=None,
-           decode=True):
+           init_image=None, strength=0.8, decode=True):
   """`num` images of the prompts' token ids [num, L] (and negative ones; None: no guidance).
   `gen sample` makes the ids of --prompt=TEXT or --prompt_file=FILE and --negative_prompt=TEXT
   (`sample_options`).
@@ -149,7 +152,11 @@ def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settin
   config's); eta (ddim), churn (euler): their options. guidance: the scale w (may be traced; None: diffusion.guidance); guidance at w
   > 1 only, as diffusers. height / width: image size (0: the data spec's; a multiple of the
   downscales). latents: the start noise [num, h, w, c] (unit variance: the sampler scales it
-  as diffusers' prepare_latents does); None: drawn from rng. Returns images in [-1, 1] (decode
+  as diffusers' prepare_latents does); None: drawn from rng. init_image: img2img (diffusers'
+  StableDiffusionImg2ImgPipeline), images [num, H, W, 3] in [-1, 1] (their size is the
+  output's): the VAE's posterior draw (from rng) times scaling_factor, noised to step
+  n - min(int(n * strength), n) of the n-step grid, and sampled from there; `strength` a
+  Python float, or `strength_table(strength)` (traced). Returns images in [-1, 1] (decode
   False: the final latents).
   """
   if ids is None:
@@ -161,11 +168,16 @@ def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settin
                                      timesteps=timesteps, sigmas=sigmas)
   w = cfg.guidance if guidance is None else guidance
   h, wd = (height or cfg.image_shape[0]), (width or cfg.image_shape[1])
+  if init_image is not None:
+    h, wd = init_image.shape[1:3]
   f = sd.image_shape[0] // sd.latent_shape[0]
   shape = (num, h // f, wd // f, sd.latent_shape[2])
   k_noise, k_run = jax.random.split(rng)
   noise = (jax.random.normal(k_noise, shape) if latents is None
            else jnp.asarray(latents, jnp.float32).reshape(shape))
+  if init_image is not None:
+    opts.update(img2img(sd, params, process, fn, sampler, steps, init_image, strength,
+                        jax.random.fold_in(k_noise, 1)))
   ids = jnp.asarray(ids)[:num]
   if negative_ids is None or (sampling.concrete(w) and w <= 1):
     cond, uncond = stable_diffusion.encode_prompt(sd, params, ids, None, cfg.clip_skip), None
@@ -178,6 +190,39 @@ def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settin
     return x
   images = stable_diffusion.decode_latents(sd, params, x)  # [0, 1], as output_type "np".
   return images * 2.0 - 1.0
+
+
+def strength_table(strength: float) -> np.ndarray:
+  """min(int(n * strength), n) for n = 0..MAX_STEPS, as diffusers' get_timesteps computes it
+  (in float64): int32 [MAX_STEPS + 1], a traced argument in place of the float."""
+  if not 0.0 <= strength <= 1.0:
+    raise ValueError(f"--strength must be in [0, 1], got {strength}")
+  return np.array([min(int(n * float(strength)), n) for n in range(MAX_STEPS + 1)], np.int32)
+
+
+def img2img(sd, params, process, fn, sampler: str, steps, init_image, strength, rng) -> dict:
+  """The sampler options (`init`, `start`) of an img2img run: the VAE's posterior draw of
+  `init_image` (diffusers' retrieve_latents, sample mode) as latents, and the first step."""
+  if sampler not in schedulers.IMG2IMG or sampling.table(process) is not schedulers:
+    raise ValueError(f"--init_image: the sampler '{sampler}' cannot start from an image; "
+                     f"img2img takes {', '.join(schedulers.IMG2IMG)}")
+  table = strength_table(strength) if sampling.concrete(strength) else jnp.asarray(strength)
+  n = jnp.asarray(steps, jnp.int32)
+  start = jnp.maximum(n - table[jnp.minimum(n, table.shape[0] - 1)], 0)
+  mean, logvar = sd.vae.apply({"params": params["vae"]}, jnp.asarray(init_image, jnp.float32),
+                              method=autoencoder_kl.AutoencoderKL.encode)
+  z = autoencoder_kl.sample_posterior(rng, mean, logvar)
+  return {"init": autoencoder_kl.to_latents(z, sd.scaling_factor, sd.shift_factor),
+          "start": start}
+
+
+def read_image(path: str, num: int) -> np.ndarray:
+  """A PNG (or any image PIL reads) as RGB in [-1, 1], [num, H, W, 3]."""
+  from PIL import Image
+
+  with Image.open(path) as im:
+    x = np.asarray(im.convert("RGB"), np.float32) / 255.0
+  return np.repeat((2.0 * x - 1.0)[None], num, axis=0)
 
 
 def prompts_of(flags: dict) -> list[str]:
@@ -222,8 +267,18 @@ def sample_options(cfg: Settings, tokenizer: clip.CLIPTokenizer, sd, num: int, f
     v = kwargs.get(name)
     if v is not None and (type(v) is not int or v < 1):
       raise ValueError(f"--{name} must be a positive integer, got {v!r}")
-  check_size_of(sd, kwargs.get("height") or cfg.image_shape[0],
-                kwargs.get("width") or cfg.image_shape[1])
+  if kwargs.get("init_image") is not None:
+    if kwargs.get("height") or kwargs.get("width"):
+      raise ValueError("--init_image sets the size: leave --height / --width out")
+    kwargs["init_image"] = read_image(str(kwargs["init_image"]), num)
+    h, w = kwargs["init_image"].shape[1:3]
+    check_size_of(sd, h, w, "--init_image's size")
+    kwargs["strength"] = strength_table(float(kwargs.get("strength", 0.8)))
+  elif kwargs.get("strength") is not None:
+    raise ValueError("--strength applies with --init_image=IMAGE (img2img)")
+  else:
+    check_size_of(sd, kwargs.get("height") or cfg.image_shape[0],
+                  kwargs.get("width") or cfg.image_shape[1])
   if kwargs.get("guidance") is not None:
     kwargs["guidance"] = np.asarray(kwargs["guidance"], np.float32)
   if kwargs.get("steps") is not None:
@@ -234,11 +289,12 @@ def sample_options(cfg: Settings, tokenizer: clip.CLIPTokenizer, sd, num: int, f
   return num, kwargs
 
 
-def check_size_of(sd: stable_diffusion.StableDiffusion, h: int, w: int):
+def check_size_of(sd: stable_diffusion.StableDiffusion, h: int, w: int,
+                  what: str = "--height / --width"):
   f = sd.image_shape[0] // sd.latent_shape[0] * 2 ** (len(sd.unet.block_out_channels) - 1)
   if h % f or w % f:
-    raise ValueError(f"--height / --width {h}x{w} must be multiples of {f} (the VAE's and the "
-                     "UNet's downscales)")
+    raise ValueError(f"{what} {h}x{w} must be multiples of {f} (the VAE's and the UNet's "
+                     "downscales)")
 
 
 def networks_of(config, spec: DataSpec, tokenizer=None) -> stable_diffusion.StableDiffusion:
@@ -304,12 +360,15 @@ def encode(model: TextToImage, prompts, negative_prompts=None):
 
 def generate(model: TextToImage, prompts, negative_prompts=None, *, num: int | None = None,
              guidance=7.5, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-             latents=None, height: int = 0, width: int = 0) -> np.ndarray:
+             latents=None, height: int = 0, width: int = 0, init_image=None,
+             strength: float = 0.8) -> np.ndarray:
   """Images [num, H, W, 3] in [0, 1] (diffusers' output_type "np") of `prompts` (a string or a
   list, cycled over `num` images; default one image each), negative prompts (one, or one per
   image; "" by default). `latents` [num, h, w, c] replaces the drawn start noise as the
   pipeline's `latents=` does; `seed` draws the rest (and euler_a's step noise). guidance and
-  steps are traced: new values reuse the compiled program."""
+  steps are traced: new values reuse the compiled program. init_image: img2img from images
+  [num, H, W, 3] (or one [H, W, 3]) in [0, 1] as the img2img pipeline takes them, `strength`
+  traced too."""
   prompts = [prompts] if isinstance(prompts, str) else list(prompts)
   num = num or len(prompts)
   chosen = [prompts[i % len(prompts)] for i in range(num)]
@@ -319,17 +378,22 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num: int | N
   ids, neg = tokenize(tok, chosen), tokenize(tok, list(negative_prompts), warn=False)
   sampler = sampler or model.config.diffusion.sampler
   steps = model.config.diffusion.sample_steps if steps is None else steps
-  key = (sampler, num, height, width, latents is None)
+  image = None
+  if init_image is not None:
+    image = np.asarray(init_image, np.float32)
+    image = np.broadcast_to(image, (num, *image.shape[-3:])) * 2.0 - 1.0
+  key = (sampler, num, height, width, latents is None,
+         None if image is None else image.shape[1:3])
   fn = model.compiled.get(key)
   if fn is None:
     fn = model.compiled[key] = jax.jit(
-        lambda p, rng, i, n, w, s, lat: model.pipeline.sample(
+        lambda p, rng, i, n, w, s, lat, im, st: model.pipeline.sample(
             p, rng, num, ids=i, negative_ids=n, sampler=sampler, steps=s, guidance=w,
-            height=height, width=width, latents=lat),
-        )
+            height=height, width=width, latents=lat, init_image=im, strength=st))
   lat = None if latents is None else jnp.asarray(latents, jnp.float32)
+  table = None if image is None else strength_table(strength)
   x = fn(model.params, jax.random.key(seed), ids, neg, jnp.float32(guidance), jnp.int32(steps),
-         lat)
+         lat, image, table)
   return np.clip(np.asarray(x, np.float32) / 2 + 0.5, 0.0, 1.0)
 
 
