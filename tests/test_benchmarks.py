@@ -193,6 +193,11 @@ def test_gpu_script_smoke(tmp_path):
     assert row["images_per_s"] > 0 and row["attention"] == "xla" and row["mfu"] > 0
     # The network's FLOPs times 3 evaluations: most of what XLA counts in the sampler.
     assert 0.5 * row["flops_per_item"] < row["model_flops_per_item"] <= row["flops_per_item"]
+  # Stable Diffusion's shapes (tiny here): the text-to-image program and its FLOPs.
+  (sd,) = res["sample_sd"]
+  assert (sd["batch"], sd["steps"], sd["dtype"]) == (1, 2, "bfloat16")
+  assert sd["images_per_s"] > 0 and 0 < sd["mfu"] and sd["model_flops_per_item"] > 2 * sd[
+      "unet_flops_per_call"]
   tests = res["tests"]
   assert tests["returncode"] == 0 and tests["skipped"] == len(tests["tests"]) >= 4
   assert {t["test"].split("[")[0] for t in tests["tests"]} >= {

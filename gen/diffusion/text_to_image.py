@@ -250,7 +250,7 @@ def tokenize(tokenizer: clip.CLIPTokenizer, prompts, warn=True) -> np.ndarray:
   return ids
 
 
-def sample_options(cfg: Settings, tokenizer: clip.CLIPTokenizer, sd, num: int, flags: dict
+def sample_options(cfg: Settings, spec: DataSpec, sd, num: int, flags: dict
                    ) -> tuple[int, dict]:
   """`gen sample`'s flags as `sample`'s arguments, eagerly: the prompts (--prompt or
   --prompt_file, cycled over `num` images; `num` 0: 4 images of one prompt, one image per line
@@ -261,6 +261,7 @@ def sample_options(cfg: Settings, tokenizer: clip.CLIPTokenizer, sd, num: int, f
   negative = kwargs.pop("negative_prompt", None)
   num = num or (DEFAULT_NUM if len(prompts) == 1 else len(prompts))
   chosen = [prompts[i % len(prompts)] for i in range(num)]
+  tokenizer = sd.tokenizer or tokenizer_of(spec)
   kwargs["ids"] = tokenize(tokenizer, chosen)
   kwargs["negative_ids"] = tokenize(tokenizer, [str(negative or "")] * num)
   for name in ("height", "width"):
@@ -303,19 +304,20 @@ def networks_of(config, spec: DataSpec, tokenizer=None) -> stable_diffusion.Stab
 
 
 def make(config, spec: DataSpec) -> Pipeline:
+  """The pipeline; the tokenizer (the `tokenizers` library) is read from the spec only when
+  `sample_options` tokenizes: the compiled steps take token ids."""
   check(config, spec)
-  tokenizer = tokenizer_of(spec)
-  sd = networks_of(config, spec, tokenizer)
+  sd = networks_of(config, spec)
   process, objective = networks.process_and_objective(config.diffusion)
   d = config.diffusion
   cfg = Settings(d.sampler, d.sample_steps, float(d.guidance),
                  int(config.model.text_to_image.clip_skip), tuple(spec.shape),
-                 tokenizer.model_max_length)
+                 int(spec.fields["ids"][0][0]) if "ids" in spec.fields else 77)
   tx = make_optimizer(config.optim, max(config.train.num_steps, 1))
   return Pipeline(init=functools.partial(init, sd, tx), train_step=not_trained,
                   eval_step=not_trained,
                   sample=functools.partial(sample, sd, process, objective, cfg),
-                  sample_options=functools.partial(sample_options, cfg, tokenizer, sd),
+                  sample_options=functools.partial(sample_options, cfg, spec, sd),
                   compiler_options=networks.compiler_options(config.model))
 
 
