@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen.core import xla
 from gen.core.config import ConfigError
 from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 from gen.diffusion import networks, sampling, schedulers
@@ -130,11 +131,10 @@ def guided_denoiser(sd, params, process, objective, cond, uncond, w):
     if uncond is None:
       raw = stable_diffusion.guided_eps(sd, params, x, t, cond)
     else:
-      both = stable_diffusion.guided_eps(sd, params, x, t, cond, uncond, w)
-      if sampling.concrete(w):
-        raw = both
-      else:  # The pipeline does no guidance at w <= 1; the batch of two is run anyway.
-        raw = jnp.where(w > 1, both, stable_diffusion.guided_eps(sd, params, x, t, cond))
+      u, c = stable_diffusion.unet_pair(sd, params, x, t, cond, uncond)
+      raw = u + w * (c - u)
+      if not sampling.concrete(w):  # No guidance at w <= 1, as the pipeline (from one call).
+        raw = jnp.where(w > 1, raw, c)
     a, s = (v.reshape((-1,) + (1,) * (x.ndim - 1)) for v in process.alpha_sigma(t))
     return objective.to_x0(x, raw, a, s), objective.to_eps(x, raw, a, s)
   return denoise
@@ -149,15 +149,15 @@ def sample(sd: stable_diffusion.StableDiffusion, process, objective, cfg: Settin
   (`sample_options`).
 
   sampler / steps: the process's sampler and its step count (may be traced; None: the
-  config's); eta (ddim), churn (euler): their options. guidance: the scale w (may be traced; None: diffusion.guidance); guidance at w
-  > 1 only, as diffusers. height / width: image size (0: the data spec's; a multiple of the
-  downscales). latents: the start noise [num, h, w, c] (unit variance: the sampler scales it
-  as diffusers' prepare_latents does); None: drawn from rng. init_image: img2img (diffusers'
-  StableDiffusionImg2ImgPipeline), images [num, H, W, 3] in [-1, 1] (their size is the
-  output's): the VAE's posterior draw (from rng) times scaling_factor, noised to step
-  n - min(int(n * strength), n) of the n-step grid, and sampled from there; `strength` a
-  Python float, or `strength_table(strength)` (traced). Returns images in [-1, 1] (decode
-  False: the final latents).
+  config's); eta (ddim), churn (euler): their options. guidance: the scale w (may be traced;
+  None: diffusion.guidance); guidance at w > 1 only, as diffusers. height / width: image size
+  (0: the data spec's; a multiple of the downscales). latents: the start noise [num, h, w, c]
+  (unit variance: the sampler scales it as diffusers' prepare_latents does); None: drawn from
+  rng. init_image: img2img (diffusers' StableDiffusionImg2ImgPipeline), images [num, H, W, 3]
+  in [-1, 1] (their size is the output's): the VAE's posterior draw (from rng) times
+  scaling_factor, noised to step n - min(int(n * strength), n) of the n-step grid, and
+  sampled from there; `strength` a Python float, or `strength_table(strength)` (traced).
+  Returns images in [-1, 1] (decode False: the final latents).
   """
   if ids is None:
     raise ValueError("the text_to_image sampler needs prompts: --prompt=TEXT or "
@@ -388,10 +388,11 @@ def generate(model: TextToImage, prompts, negative_prompts=None, *, num: int | N
          None if image is None else image.shape[1:3])
   fn = model.compiled.get(key)
   if fn is None:
-    fn = model.compiled[key] = jax.jit(
+    fn = model.compiled[key] = xla.jit(
         lambda p, rng, i, n, w, s, lat, im, st: model.pipeline.sample(
             p, rng, num, ids=i, negative_ids=n, sampler=sampler, steps=s, guidance=w,
-            height=height, width=width, latents=lat, init_image=im, strength=st))
+            height=height, width=width, latents=lat, init_image=im, strength=st),
+        model.pipeline.compiler_options)
   lat = None if latents is None else jnp.asarray(latents, jnp.float32)
   table = None if image is None else strength_table(strength)
   x = fn(model.params, jax.random.key(seed), ids, neg, jnp.float32(guidance), jnp.int32(steps),

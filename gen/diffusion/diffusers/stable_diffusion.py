@@ -192,20 +192,25 @@ def encode_prompt(sd: StableDiffusion, params, ids, negative_ids=None, clip_skip
   return cond, clip.encode(sd.text_encoder, p, jnp.asarray(negative_ids), 0)
 
 
+def unet_pair(sd: StableDiffusion, params, latents, t, cond, uncond):
+  """The UNet's (unconditional, conditional) outputs at latents [B, h, w, c] and diffusers'
+  timestep t, from one call on [latents; latents] with [uncond; cond], as the pipeline
+  batches them."""
+  t = jnp.asarray(t)
+  t2 = jnp.concatenate([t, t]) if t.ndim else t
+  out = sd.unet.apply({"params": params["unet"]}, jnp.concatenate([latents, latents]), t2,
+                      jnp.concatenate([uncond, cond]))
+  return tuple(jnp.split(out, 2))
+
+
 def guided_eps(sd: StableDiffusion, params, latents, t, cond, uncond=None,
                guidance_scale: float = 7.5):
   """The UNet's output at latents [B, h, w, c] and diffusers' timestep t with classifier-free
   guidance: one call on [uncond; cond], then uncond + guidance_scale * (cond - uncond) (no
   guidance when uncond is None). guidance_scale may be traced."""
-  def apply(x, t, c):
-    return sd.unet.apply({"params": params["unet"]}, x, t, c)
-
   if uncond is None:
-    return apply(latents, t, cond)
-  t = jnp.asarray(t)
-  t2 = jnp.concatenate([t, t]) if t.ndim else t
-  out = apply(jnp.concatenate([latents, latents]), t2, jnp.concatenate([uncond, cond]))
-  out_uncond, out_cond = jnp.split(out, 2)
+    return sd.unet.apply({"params": params["unet"]}, latents, t, cond)
+  out_uncond, out_cond = unet_pair(sd, params, latents, t, cond, uncond)
   return out_uncond + guidance_scale * (out_cond - out_uncond)
 
 
@@ -224,4 +229,4 @@ def initial_latents(sd: StableDiffusion, rng, num: int, init_noise_sigma: float 
 
 __all__ = ["StableDiffusion", "config_fields", "decode_latents", "encode_prompt",
            "from_config", "guided_eps", "initial_latents", "load", "read_configs", "recognizes",
-           "tokenize"]
+           "tokenize", "unet_pair"]
