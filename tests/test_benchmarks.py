@@ -136,6 +136,18 @@ def test_peers(capsys):
   assert out["sample"][0]["ratio_eager"] > 0 and out["train"][0]["ratio_eager"] > 0
 
 
+@pytest.mark.slow
+def test_peers_stable_diffusion(capsys):
+  """The text-to-image peer script at a tiny size: both sides run, the images agree."""
+  for name in ("torch", "diffusers", "transformers"):
+    pytest.importorskip(name)
+  load_peer("stable_diffusion").main(["--size=64", "--steps=2", "--batch=1", "--repeats=1",
+                                      "--no_compile", "--json"])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  (row,) = out["rows"]
+  assert row["ratio_eager"] > 0 and row["max_abs_diff"] < 1e-4 and out["params"] > 1e6
+
+
 # The accelerator run's imports that a GPU machine lacks and gpu.py does without: data
 # libraries (grain gets a placeholder), music and logging extras.
 ABSENT_ON_GPU_MACHINES = ("grain", "array_record", "tensorflow_datasets", "mido", "tensorboardX")
