@@ -13,8 +13,12 @@ In order, each compiled once and timed with the median of a few calls (`measure`
 4. the CIFAR-10 UNet and DiT (configs/diffusion/cifar10.py, model.dtype=bfloat16)
    sampling with DDIM, 50 steps, batch 256: images/s and the fraction of the bf16 matmul
    peak (goal >= 50%);
-5. the `gpu`-marked tests (tests/test_gpu.py) in a child pytest;
-6. every figure in DIR/gpu.json and a table in DIR/gpu.md (goals met or missed), both
+5. Stable Diffusion 1.5's shapes (gen's text_to_image kind, constant weights, bf16), 512x512,
+   DPM-Solver++(2M) 20 steps with classifier-free guidance at batch 1 and 4, the text
+   encoder, the guided loop and the VAE decode in one program: images/s and the fraction
+   of the bf16 matmul peak (no goal yet);
+6. the `gpu`-marked tests (tests/test_gpu.py) in a child pytest;
+7. every figure in DIR/gpu.json and a table in DIR/gpu.md (goals met or missed), both
    rewritten after each step so that a run cut short keeps what it measured. DIR is
    --out, else $OUT, else runs/gpu.
 
@@ -59,11 +63,22 @@ ROOT = os.path.dirname(HERE)
 LM_CONFIG = os.path.join(ROOT, "configs", "lm", "gpt2_124m.py")
 DIFFUSION_CONFIG = os.path.join(ROOT, "configs", "diffusion", "cifar10.py")
 FULL = {"decode_batches": (1, 64), "train_batch": 0, "sample_batch": 256, "ddim_steps": 50,
-        "repeats": 3, "peaks": {}}
+        "repeats": 3, "peaks": {}, "sd": {"size": 512, "batches": (1, 4), "steps": 20}}
 # The same code at shapes that compile and run in seconds on a CPU (8x8 images for the
 # diffusion models: the CIFAR-10 shape's convolutions compile slowly on XLA:CPU).
 SMOKE = {"decode_batches": (1, 4), "train_batch": 2, "sample_batch": 4, "ddim_steps": 3,
-         "repeats": 1, "peaks": {"n": 256, "mib": 4, "repeats": 1}}
+         "repeats": 1, "peaks": {"n": 256, "mib": 4, "repeats": 1},
+         "sd": {"size": 16, "batches": (1,), "steps": 2}}
+# Stable Diffusion's networks at tiny sizes for --smoke (model.text_to_image keys).
+SMOKE_SD = {
+    "text_encoder": {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2},
+    "vae": {"block_out_channels": (8, 16), "layers_per_block": 1, "norm_num_groups": 4},
+    "unet": {"block_out_channels": (8, 16), "down_block_types": ("CrossAttnDownBlock2D",
+                                                                 "DownBlock2D"),
+             "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "attention_head_dim": (2, 2),
+             "layers_per_block": (1, 1), "transformer_layers_per_block": (1, 1),
+             "cross_attention_dim": 16, "norm_num_groups": 4}}
 SMOKE_LM = {"model.num_layers": 2, "model.num_heads": 2, "model.width": 32,
             "data.seq_len": 16, "data.vocab_size": 64}
 SMOKE_DIFFUSION = {"data.name": "digits", "model.unet.channels": 8,
@@ -77,7 +92,8 @@ GOALS = [("decode", {"batch": 1}, "frac_roofline", 0.60),
          ("sample_unet", {}, "mfu", 0.50),
          ("sample_dit", {}, "mfu", 0.50)]
 TITLES = {"decode": "GPT-2-124M decoding", "train": "GPT-2-124M train step",
-          "sample_unet": "CIFAR-10 UNet, DDIM", "sample_dit": "CIFAR-10 DiT, DDIM"}
+          "sample_unet": "CIFAR-10 UNet, DDIM", "sample_dit": "CIFAR-10 DiT, DDIM",
+          "sample_sd": "Stable Diffusion 1.5 shapes, text to image"}
 GRAIN_STUB = '''"""Placeholder for grain: gen's benchmarks read no data (benchmarks/gpu.py)."""
 
 
@@ -288,6 +304,99 @@ def step_sample(run, arch: str):
   return [row]
 
 
+def sd_config(run):
+  """gen's text_to_image kind at Stable Diffusion 1.5's shapes (its default_config), bf16,
+  on SD's scaled_linear table; at tiny shapes for --smoke."""
+  from gen.diffusion.config import default_config
+
+  c = default_config()
+  c.model.kind, c.model.dtype, c.train.num_steps = "text_to_image", "bfloat16", 0
+  c.diffusion.objective, c.diffusion.schedule, c.diffusion.sampler = "eps", "discrete", \
+      "dpmpp_2m"
+  c.diffusion.discrete.update({"beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                               "beta_end": 0.012, "steps_offset": 1})
+  if run.smoke:
+    for part, fields in SMOKE_SD.items():
+      c.model.text_to_image[part].update(fields)
+  return c
+
+
+def step_sd(run):
+  """Stable Diffusion 1.5's shapes: constant weights (the values do not change the speed),
+  77 token ids per prompt, guidance 7.5 (a UNet batch of 2 x batch per step)."""
+  import jax
+  import jax.numpy as jnp
+  import measure
+
+  from gen.core.family import DataSpec
+  from gen.diffusion import text_to_image
+
+  s = run.shapes["sd"]
+  config = sd_config(run)
+  size = s["size"]
+  spec = DataSpec((size, size, 3), 0, "scale", "image",
+                  {"image": ((size, size, 3), "float32"), "ids": ((77,), "int32")})
+  pipe = text_to_image.make(config, spec)
+  sd = text_to_image.networks_of(config, spec)
+  params = pipe.sample_params(jax.jit(pipe.init)(jax.random.key(0), spec.example_batch(1)))
+  params = jax.tree.map(lambda x: x + 0.02, params)  # (Zeros would do; small values.)
+  vocab = config.model.text_to_image.text_encoder.vocab_size
+  rows = []
+  for batch in s["batches"]:
+    ids = (jnp.arange(batch * 77, dtype=jnp.int32).reshape(batch, 77) * 7919) % vocab
+    neg = jnp.zeros_like(ids)
+    rng = jax.random.key(1)
+
+    def fn(p, r, i, n, b=batch):
+      return pipe.sample(p, r, b, ids=i, negative_ids=n, sampler="dpmpp_2m",
+                         steps=s["steps"], guidance=7.5)
+
+    def build(b=batch, i=ids, n=neg):
+      compiled, compile_s = measure.compile_timed(fn, params, rng, i, n,
+                                                  options=pipe.compiler_options)
+      return measure.Bench({"sampler": "dpmpp_2m", "steps": s["steps"], "batch": b,
+                            "size": size}, lambda: compiled(params, rng, i, n), b, "images",
+                           compile_s, measure.cost(compiled), measure.cost(compiled))
+
+    bench, note = with_attention(build)
+    row = {"dtype": config.model.dtype, **bench.measure(run.repeats, run.peak), **note}
+    h = size // (sd.image_shape[0] // sd.latent_shape[0])
+    unet = _lowered_flops(lambda p, x, c: sd.unet.apply({"params": p["unet"]}, x, 500.0, c),
+                          params, jnp.zeros((2 * batch, h, h, sd.latent_shape[2])),
+                          jnp.zeros((2 * batch, 77, sd.text_encoder.hidden_size)))
+    text = _lowered_flops(lambda p, i: sd.text_encoder.apply({"params": p["text_encoder"]}, i),
+                          params, jnp.concatenate([ids, neg]))
+    vae = _lowered_flops(lambda p, z: sd.vae.apply(
+        {"params": p["vae"]}, z, method=type(sd.vae).decode), params,
+        jnp.zeros((batch, h, h, sd.latent_shape[2])))
+    row["model_flops_per_item"] = (s["steps"] * unet + text + vae) / batch
+    row["unet_flops_per_call"] = unet
+    row["mfu"] = row["model_flops_per_item"] * row["images_per_s"] / run.peak[
+        "matmul_flops_per_s"]
+    row["params"] = sum(x.size for x in _leaves(params))
+    log(f"  sd batch {batch}: {row['images_per_s']:.4g} images/s, {row['mfu']:.3f} of the "
+        f"bf16 peak (attention: {row['attention']})")
+    rows.append(row)
+    del bench
+    gc.collect()
+  return rows
+
+
+def _lowered_flops(fn, *args) -> float:
+  """XLA's FLOPs of `fn` (the unoptimized program's count; XLA attention)."""
+  import jax
+
+  with attention("xla"):
+    lowered = jax.jit(fn).lower(*args)
+  try:
+    ca = lowered.cost_analysis()
+  except Exception:  # noqa: BLE001 - a backend without it: compile.
+    ca = lowered.compile().cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0]
+  return float(ca["flops"])
+
+
 def step_tests(run):
   """The `gpu`-marked tests in a child pytest, both backends up (JAX_PLATFORMS empty
   unless set), taking device memory as it needs it."""
@@ -365,7 +474,7 @@ def markdown(report: dict) -> str:
   lines += ["| workload | setting | throughput | figure | value | goal | status |",
             "|---|---|---|---|---|---|---|"]
   goals = {(g["section"], json.dumps(g["where"])): g for g in report["goals"]}
-  for section in ("decode", "train", "sample_unet", "sample_dit"):
+  for section in ("decode", "train", "sample_unet", "sample_dit", "sample_sd"):
     rows = res.get(section)
     if not isinstance(rows, list):
       err = rows.get("error", "not run") if isinstance(rows, dict) else "not run"
@@ -379,6 +488,10 @@ def markdown(report: dict) -> str:
       elif section == "train":
         setting = f"batch {r['batch']} x {r['seq_len']}, attention {r['attention']}"
         thr, figure, value = f"{_g(r['tokens_per_s'])} tokens/s", "mfu", r["mfu"]
+      elif section == "sample_sd":
+        setting = (f"{r['size']}x{r['size']}, dpmpp_2m {r['steps']} steps, guidance 7.5, "
+                   f"batch {r['batch']}, {r['dtype']}, attention {r['attention']}")
+        thr, figure, value = f"{_g(r['images_per_s'])} images/s", "mfu", r["mfu"]
       else:
         setting = (f"ddim {r['steps']} steps, batch {r['batch']}, {r['dtype']}, "
                    f"attention {r['attention']}")
@@ -412,7 +525,8 @@ def markdown(report: dict) -> str:
 
 STEPS = {"decode": step_decode, "train": step_train,
          "sample_unet": lambda r: step_sample(r, "unet"),
-         "sample_dit": lambda r: step_sample(r, "dit"), "tests": step_tests}
+         "sample_dit": lambda r: step_sample(r, "dit"), "sample_sd": step_sd,
+         "tests": step_tests}
 
 
 class Run:

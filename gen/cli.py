@@ -15,7 +15,8 @@
 family: its sampler's keyword arguments (e.g. `--sampler=heun --steps=18` for a diffusion
 model, `--max_new_tokens=500 --temperature=0.8` for a language model) and the flags the
 family reads itself (a language model's `--prompt=TEXT` / `--prompt_file=FILE`, a
-diffusion model's `--classifier=WORKDIR`); so are they in `gen eval --metric=fd|fid`.
+text-to-image run's `--prompt`, `--negative_prompt` and `--init_image`, a diffusion model's
+`--classifier=WORKDIR`); so are they in `gen eval --metric=fd|fid`.
 `--num` defaults to 64 images, or what the family chooses (a language model: 4 samples, or
 1 per prompt). Samples are written as an image grid, or as the family's own files (text;
 MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint

@@ -136,6 +136,18 @@ def test_peers(capsys):
   assert out["sample"][0]["ratio_eager"] > 0 and out["train"][0]["ratio_eager"] > 0
 
 
+@pytest.mark.slow
+def test_peers_stable_diffusion(capsys):
+  """The text-to-image peer script at a tiny size: both sides run, the images agree."""
+  for name in ("torch", "diffusers", "transformers"):
+    pytest.importorskip(name)
+  load_peer("stable_diffusion").main(["--size=64", "--steps=2", "--batch=1", "--repeats=1",
+                                      "--no_compile", "--json"])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  (row,) = out["rows"]
+  assert row["ratio_eager"] > 0 and row["max_abs_diff"] < 1e-4 and out["params"] > 1e6
+
+
 # The accelerator run's imports that a GPU machine lacks and gpu.py does without: data
 # libraries (grain gets a placeholder), music and logging extras.
 ABSENT_ON_GPU_MACHINES = ("grain", "array_record", "tensorflow_datasets", "mido", "tensorboardX")
@@ -193,6 +205,11 @@ def test_gpu_script_smoke(tmp_path):
     assert row["images_per_s"] > 0 and row["attention"] == "xla" and row["mfu"] > 0
     # The network's FLOPs times 3 evaluations: most of what XLA counts in the sampler.
     assert 0.5 * row["flops_per_item"] < row["model_flops_per_item"] <= row["flops_per_item"]
+  # Stable Diffusion's shapes (tiny here): the text-to-image program and its FLOPs.
+  (sd,) = res["sample_sd"]
+  assert (sd["batch"], sd["steps"], sd["dtype"]) == (1, 2, "bfloat16")
+  assert sd["images_per_s"] > 0 and 0 < sd["mfu"] and sd["model_flops_per_item"] > 2 * sd[
+      "unet_flops_per_call"]
   tests = res["tests"]
   assert tests["returncode"] == 0 and tests["skipped"] == len(tests["tests"]) >= 4
   assert {t["test"].split("[")[0] for t in tests["tests"]} >= {

@@ -1,5 +1,6 @@
 """Discrete diffusers schedules: gen's samplers on a `discrete` process reproduce diffusers'
-DDIM (eta 0 and 1), DDPM, Euler, Heun and DPM-Solver++(2M) schedulers, their timesteps,
+DDIM (eta 0 and 1), DDPM, PNDM (PLMS, skip_prk_steps), Euler, Euler ancestral (the same
+noise), Heun and DPM-Solver++(2M) schedulers, their timesteps,
 trajectories and final samples, within 2e-5 in float32 (ill-conditioned cases: as near
 diffusers' float64 run as its float32 run is; see `_compare`).
 
@@ -39,15 +40,16 @@ S = _load_script()
 REF = np.load(os.path.join(FIXTURES, "diffusers_schedules.npz"))
 CASES = json.loads(bytes(REF["cases"]).decode())["cases"]
 SAMPLER = {"ddim": "ddim", "ddim_eta1": "ddim", "ddpm": "ddpm", "euler": "euler",
-           "heun": "heun", "dpmpp_2m": "dpmpp_2m"}
+           "heun": "heun", "dpmpp_2m": "dpmpp_2m", "pndm": "pndm", "euler_a": "euler_a"}
 
 
 def _process(c):
   schedule, b0, b1 = S.TABLES[c["table"]]
-  return make_process("discrete", discrete=dict(
+  process = make_process("discrete", discrete=dict(
       beta_schedule=schedule, beta_start=b0, beta_end=b1, timestep_spacing=c["spacing"],
       steps_offset=c["steps_offset"], set_alpha_to_one=c["set_alpha_to_one"],
       timesteps=c["timesteps"], sigmas=c["sigmas"], clip_sample=c.get("clip_sample", False)))
+  return discrete.with_prediction(process, "eps" if c["prediction"] == "epsilon" else "v")
 
 
 def _group(c):
@@ -138,7 +140,8 @@ def _default(c):
   if c["timesteps"] is not None or c["sigmas"] is not None:
     return c["scheduler"] in ("euler", "dpmpp_2m")
   if c["prediction"] != "epsilon" or not c["set_alpha_to_one"] or c.get("clip_sample"):
-    return c["scheduler"] == "ddim"
+    return c["scheduler"] in ("ddim", "pndm") or (c["scheduler"] == "euler_a"
+                                                   and c["prediction"] != "epsilon")
   if c["table"] == "squaredcos_cap_v2":  # Timestep 999's sigma / alpha = 2e4.
     return c["spacing"] == "trailing" and c["scheduler"] in ("ddim", "euler")
   return c["spacing"] == S.DEFAULT_SPACING[c["scheduler"]] and c["table"] == S.TABLE_OF[

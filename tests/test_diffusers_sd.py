@@ -505,7 +505,8 @@ def test_pipeline_folder_prompt_guidance_and_decoding(tmp_path):
 
   ref = _ref("sd2")
   folder = _pipeline_folder(tmp_path)
-  assert sdl.recognizes(folder) and not sdl.recognizes(os.path.join(FIXTURES, "sd2"))
+  assert sdl.recognizes(folder) and sdl.recognizes(os.path.join(FIXTURES, "sd2"))
+  assert not sdl.recognizes(os.path.join(FIXTURES, "sd2", "unet"))
   sd = sdl.load(folder)
   assert sd.latent_shape == (8, 8, 4) and sd.image_shape == (16, 16, 3)
   prompts = _maker().PROMPTS[:3]

@@ -7,6 +7,7 @@ Three kinds of model train here, one module each, picked by `model.kind`:
 | `denoiser`    | `denoiser`          | the diffusion model (on images, or an autoencoder's latents) |
 | `classifier`  | `noisy_classifier`  | p_t(y | x), to guide a denoiser                        |
 | `autoencoder` | `autoencoder`       | the KL autoencoder whose latents a latent run diffuses  |
+| `text_to_image` | `text_to_image`   | Stable Diffusion 1.x / 2.x (imported): prompts to images |
 
 The math they share: `process` (the records), `objectives` (continuous processes, what the
 network predicts), `discrete` (diffusers' tables and spacings); backbones in `models` and
@@ -17,14 +18,15 @@ folders. `default_config()` (`gen.diffusion.config`) holds every key with its de
 """
 
 from gen.core.config import ConfigError
-from gen.diffusion import autoencoder, denoiser, latent, noisy_classifier
+from gen.diffusion import autoencoder, denoiser, latent, noisy_classifier, text_to_image
 from gen.diffusion.config import default_config
-from gen.diffusion.diffusers import importer
+from gen.diffusion.diffusers import importer, sd_importer
 from gen.diffusion.latent import make_data
 
 KINDS = {"denoiser": denoiser.make, "classifier": noisy_classifier.make,
-         "autoencoder": autoencoder.make}
-IMPORTERS = (importer.IMPORTER,)  # `gen import`: diffusers' UNet2DModel and its scheduler.
+         "autoencoder": autoencoder.make, "text_to_image": text_to_image.make}
+# `gen import`: diffusers' UNet2DModel and its scheduler; a Stable Diffusion pipeline folder.
+IMPORTERS = (importer.IMPORTER, sd_importer.IMPORTER)
 
 # What runs saved before a key existed had (a restart compares configs with these filled in).
 KEYS_ADDED = {"model.dtype": "float32"}

@@ -13,7 +13,8 @@ def default_config() -> ConfigDict:
   c.data.preprocess = "scale"  # [-1, 1].
 
   c.model = ConfigDict()
-  c.model.kind = "denoiser"  # denoiser | classifier (p_t(y | x_t), for guidance) | autoencoder
+  # denoiser | classifier (p_t(y | x_t), for guidance) | autoencoder | text_to_image
+  c.model.kind = "denoiser"
   c.model.arch = "unet"  # unet | dit | unet2d (diffusers' UNet2DModel, as `gen import` writes)
   c.model.conditional = False  # Class embedding (+ label dropout for guidance).
   c.model.label_dropout = 0.0  # P(null label) in training; > 0 enables guidance.
@@ -59,6 +60,49 @@ def default_config() -> ConfigDict:
   c.model.autoencoder.disc_start = 1000  # ...from this step (LDM: after a warm-up).
   c.model.autoencoder.disc_channels = 32
   c.model.autoencoder.disc_layers = 2
+  # model.kind = "text_to_image" (gen.diffusion.text_to_image): Stable Diffusion 1.x / 2.x's
+  # networks, fields named as in their config.json files (`gen import` writes them); the
+  # defaults are Stable Diffusion 1.5's.
+  t = c.model.text_to_image = ConfigDict()
+  t.clip_skip = 0  # k > 0: the prompt's states from the k-th text block from the end.
+  t.text_encoder = ConfigDict()  # transformers' CLIPTextModel.
+  t.text_encoder.vocab_size = 49408
+  t.text_encoder.hidden_size = 768
+  t.text_encoder.intermediate_size = 3072
+  t.text_encoder.num_hidden_layers = 12
+  t.text_encoder.num_attention_heads = 12
+  t.text_encoder.max_position_embeddings = 77
+  t.text_encoder.hidden_act = "quick_gelu"  # quick_gelu | gelu | gelu_new | gelu_pytorch_tanh
+  t.text_encoder.layer_norm_eps = 1e-5
+  t.vae = ConfigDict()  # diffusers' AutoencoderKL.
+  t.vae.in_channels = 3
+  t.vae.out_channels = 3
+  t.vae.latent_channels = 4
+  t.vae.block_out_channels = (128, 256, 512, 512)
+  t.vae.layers_per_block = 2
+  t.vae.norm_num_groups = 32
+  t.vae.use_quant_conv = True
+  t.vae.use_post_quant_conv = True
+  t.vae.mid_block_add_attention = True
+  t.vae.scaling_factor = 0.18215
+  t.vae.shift_factor = 0.0
+  t.unet = ConfigDict()  # diffusers' UNet2DConditionModel (in_channels: the latent channels).
+  t.unet.out_channels = 4
+  t.unet.block_out_channels = (320, 640, 1280, 1280)
+  t.unet.down_block_types = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+  t.unet.up_block_types = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+  t.unet.attention_head_dim = (8, 8, 8, 8)  # Heads per block, as diffusers reads it.
+  t.unet.layers_per_block = (2, 2, 2, 2)
+  t.unet.transformer_layers_per_block = (1, 1, 1, 1)
+  t.unet.cross_attention_dim = 768
+  t.unet.norm_num_groups = 32
+  t.unet.norm_eps = 1e-5
+  t.unet.flip_sin_to_cos = True
+  t.unet.freq_shift = 0.0
+  t.unet.downsample_padding = 1
+  t.unet.mid_block_scale_factor = 1.0
+  t.unet.use_linear_projection = False
+  t.unet.upcast_attention = False
 
   c.diffusion = ConfigDict()
   c.diffusion.objective = "edm"  # eps | v | x0 | edm | flow
@@ -66,7 +110,7 @@ def default_config() -> ConfigDict:
   c.diffusion.sigma_data = 0.5  # EDM's data standard deviation.
   c.diffusion.p_mean = -1.2  # EDM's training noise levels: ln s ~ N(p_mean, p_std^2).
   c.diffusion.p_std = 1.2
-  c.diffusion.sampler = "heun"  # ddpm ddim euler heun dpmpp_2m flow_euler flow_heun
+  c.diffusion.sampler = "heun"  # ddpm ddim pndm euler euler_a heun dpmpp_2m flow_euler flow_heun
   c.diffusion.sample_steps = 18  # 35 network evaluations with heun.
   c.diffusion.guidance = 1.0  # Classifier-free guidance scale; 1 = none.
   c.diffusion.clip_denoised = False  # Clip x0_hat to [-1, 1] at every step.

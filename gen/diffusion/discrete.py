@@ -100,6 +100,7 @@ class DiscreteProcess(Process):
   clip_sample: r > 0 clips x0_hat to [-r, r] in the DDIM and DDPM steps (diffusers'
   clip_sample with clip_sample_range r; DDIM's eps stays the network's).
   timesteps / sigmas: a fixed grid that replaces the spacing (None: use the spacing).
+  prediction: epsilon | v_prediction | sample, the network's output.
   """
 
   alphas_cumprod: np.ndarray = None
@@ -109,6 +110,9 @@ class DiscreteProcess(Process):
   timesteps: tuple | None = None
   sigmas: tuple | None = None
   clip_sample: float = 0.0  # DDIM's and DDPM's clip of x0_hat to [-r, r]; 0: none.
+  # What the network predicts, as diffusers names it: PNDM combines its outputs in that
+  # parameterization (`with_prediction`; the other samplers do not depend on it).
+  prediction: str = "epsilon"
 
   @property
   def num_train_timesteps(self) -> int:
@@ -186,6 +190,14 @@ def make_discrete_process(beta_schedule: str = "linear", num_train_timesteps: in
       alphas_cumprod=ac, spacing=timestep_spacing, steps_offset=int(steps_offset),
       set_alpha_to_one=bool(set_alpha_to_one), timesteps=timesteps, sigmas=sigmas,
       clip_sample=float(clip_sample_range) if clip_sample else 0.0)
+
+
+PREDICTIONS = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
+
+
+def with_prediction(process: DiscreteProcess, objective: str) -> DiscreteProcess:
+  """`process` for a network trained with `objective` (eps | v | x0)."""
+  return dataclasses.replace(process, prediction=PREDICTIONS.get(objective, "epsilon"))
 
 
 def fixed_grid(values, name, n_train, key="diffusion.discrete."):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from gen.core import xla
 from gen.core.config import ConfigError
 from gen.core.family import DataSpec
+from gen.diffusion.discrete import DiscreteProcess, with_prediction
 from gen.diffusion.diffusers.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import OBJECTIVES, OWN_PROCESS, make_objective, make_process
@@ -23,7 +24,8 @@ SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a 
 ARCHS = ("unet", "dit", "unet2d")  # unet2d: diffusers' UNet2DModel (gen.diffusion.diffusers).
 DIT_POSITIONS = ("sincos", "learned")
 # Every sampler name of any process (`gen.diffusion.sampling` says which a process takes).
-SAMPLER_NAMES = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m", "flow_euler", "flow_heun")
+SAMPLER_NAMES = ("ddpm", "ddim", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "flow_euler",
+                 "flow_heun")
 
 
 def process_name(d) -> str:
@@ -33,8 +35,10 @@ def process_name(d) -> str:
 
 def process_and_objective(d) -> tuple[Process, Objective]:
   """The process and objective of a config's `diffusion` section."""
-  return (make_process(process_name(d), d.p_mean, d.p_std, d.discrete),
-          make_objective(d.objective, d.sigma_data))
+  process = make_process(process_name(d), d.p_mean, d.p_std, d.discrete)
+  if isinstance(process, DiscreteProcess):
+    process = with_prediction(process, d.objective)
+  return process, make_objective(d.objective, d.sigma_data)
 
 
 def check(config, spec: DataSpec, shape=None):

@@ -8,7 +8,9 @@ A process decides its samplers: the continuous processes (linear, cosine, edm, f
 |--------------|---------------------------------------------|---------------------------------|
 | `ddpm`       | ancestral, posterior of q(x_t | x_s, x0_hat) | DDPMScheduler ("fixed_small")   |
 | `ddim`       | DDIM with eta                               | DDIMScheduler with eta          |
+| `pndm`       | (not available)                             | PNDMScheduler (PLMS, skip_prk)  |
 | `euler`      | Karras Algorithm 2, Euler, churn            | EulerDiscreteScheduler          |
+| `euler_a`    | (not available)                             | EulerAncestralDiscreteScheduler |
 | `heun`       | Karras Algorithm 2, Heun, churn             | HeunDiscreteScheduler           |
 | `dpmpp_2m`   | DPM-Solver++(2M) on the Karras grid         | DPMSolverMultistepScheduler     |
 | `flow_euler`, `flow_heun` | probability-flow ODE in t      | (not available)                 |

@@ -2,9 +2,10 @@
 (`importer`: a DDPM/DDIM folder as a workdir, `gen import`), and the parts of Stable
 Diffusion 1.x / 2.x (`clip`: CLIPTextModel and CLIPTokenizer; `autoencoder_kl`:
 AutoencoderKL; `unet2d_condition`: UNet2DConditionModel; `stable_diffusion`: a
-StableDiffusionPipeline folder; `tensors`: reading torch-named weights).
+StableDiffusionPipeline folder; `sd_importer`: that folder as a workdir, `gen import`;
+`tensors`: reading torch-named weights).
 
-Nothing outside this package needs it but `gen.diffusion.networks` (the `unet2d` arch) and
-the family's IMPORTERS: a fork that does not load diffusers checkpoints can delete it and
-those two lines.
+Nothing outside this package needs it but `gen.diffusion.networks` (the `unet2d` arch), the
+`text_to_image` kind (Stable Diffusion's networks) and the family's IMPORTERS: a fork that
+does not load diffusers checkpoints can delete it, `text_to_image.py` and those lines.
 """

@@ -304,8 +304,32 @@ class CLIPTokenizer:
     self.vocab_size = tok.get_vocab_size()
 
   def __call__(self, prompts) -> np.ndarray:
+    return self.encode(prompts)[0]
+
+  def encode(self, prompts) -> tuple[np.ndarray, list[int]]:
+    """(ids as `__call__` gives them, and each prompt's number of tokens before truncation,
+    start and end tokens included)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    return np.array([e.ids for e in self.tokenizer.encode_batch(prompts)], np.int32)
+    encodings = self.tokenizer.encode_batch(prompts)
+    lengths = [sum(e.attention_mask) + sum(sum(o.attention_mask) - 2 for o in e.overflowing)
+               for e in encodings]
+    return np.array([e.ids for e in encodings], np.int32), lengths
+
+  def to_json(self) -> dict:
+    """Everything it is, as JSON data (the `tokenizers` serialization): `from_json` reads it."""
+    return {"tokenizer": self.tokenizer.to_str(), "bos_id": self.bos_id, "eos_id": self.eos_id,
+            "pad_id": self.pad_id, "model_max_length": self.model_max_length}
+
+  @classmethod
+  def from_json(cls, d: dict) -> CLIPTokenizer:
+    from tokenizers import Tokenizer
+
+    tok = cls.__new__(cls)
+    tok.tokenizer = Tokenizer.from_str(d["tokenizer"])
+    tok.bos_id, tok.eos_id, tok.pad_id = d["bos_id"], d["eos_id"], d["pad_id"]
+    tok.model_max_length = d["model_max_length"]
+    tok.vocab_size = tok.tokenizer.get_vocab_size()
+    return tok
 
   def decode(self, ids) -> str:
     text = self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -24,19 +24,25 @@ resnet_time_scale_shift "default", act_fn silu, conv down- and upsampling, in_ch
 out_channels, no class embedding, no center_input_sample, no time_embedding_dim. Anything
 else is refused with a one-line error naming the field.
 
-The scheduler (scheduler_config.json, DDPMScheduler or DDIMScheduler) becomes
+The scheduler (scheduler_config.json: DDPMScheduler, DDIMScheduler, PNDMScheduler with
+skip_prk_steps, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler or
+DPMSolverMultistepScheduler (dpmsolver++, order 2, midpoint), with the settings gen's sampler of
+that name implements; `read_scheduler`, which the Stable Diffusion importer shares) becomes
 `diffusion.schedule = "discrete"` with its `diffusion.discrete` keys (beta_schedule linear /
 scaled_linear / squaredcos_cap_v2, num_train_timesteps, beta_start, beta_end,
 timestep_spacing, steps_offset, set_alpha_to_one, clip_sample, clip_sample_range) and
 prediction_type epsilon / v_prediction / sample as `diffusion.objective` eps / v / x0;
 (early configs' predict_epsilon likewise; their tensor_format and timestep_values do nothing);
-trained_betas, thresholding, rescale_betas_zero_snr and a DDPM variance_type other than
-fixed_small are refused. The default sampler is ddim with 50 steps, as DDIMPipeline's.
+trained_betas, thresholding, rescale_betas_zero_snr, a DDPM variance_type other than
+fixed_small, Karras / exponential / beta sigmas, another DPM-Solver order or algorithm, and any
+field no scheduler has are refused by name. The default sampler is ddim with 50 steps, as
+DDIMPipeline's.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 
@@ -55,7 +61,10 @@ SCHEDULER = "scheduler_config.json"
 SAFETENSORS = "diffusion_pytorch_model.safetensors"
 TORCH_BIN = "diffusion_pytorch_model.bin"
 MODEL_CLASS = "UNet2DModel"
-SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
+# The scheduler classes read, and the sampler of gen's discrete process each one is.
+SCHEDULERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim", "PNDMScheduler": "pndm",
+              "EulerDiscreteScheduler": "euler", "EulerAncestralDiscreteScheduler": "euler_a",
+              "DPMSolverMultistepScheduler": "dpmpp_2m"}
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 # Old checkpoints' attention tensor names, as diffusers renames them on loading.
 DEPRECATED_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
@@ -71,10 +80,43 @@ READ = ("sample_size", "in_channels", "out_channels", "freq_shift", "flip_sin_to
         "attention_head_dim", "norm_num_groups", "attn_norm_num_groups", "norm_eps",
         "num_train_timesteps")  # (num_train_timesteps: for learned time embeddings only.)
 SCHEDULER_READ = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                  "trained_betas", "variance_type", "clip_sample", "clip_sample_range",
-                  "prediction_type", "thresholding", "dynamic_thresholding_ratio",
-                  "sample_max_value", "timestep_spacing", "steps_offset", "set_alpha_to_one",
+                  "trained_betas", "prediction_type", "timestep_spacing", "steps_offset",
                   "rescale_betas_zero_snr", "predict_epsilon")
+# Each class's own fields beyond SCHEDULER_READ: the value gen's sampler implements (a tuple:
+# any of these), or READ_VALUE for the ones read (clip_sample, set_alpha_to_one...), or
+# UNUSED for settings that do nothing with the others' values (thresholding's ratio, ...).
+READ_VALUE, UNUSED = object(), object()
+_THRESHOLDING = {"thresholding": (False,), "dynamic_thresholding_ratio": UNUSED,
+                 "sample_max_value": UNUSED}
+_SIGMAS = {"use_karras_sigmas": (False,), "use_exponential_sigmas": (False,),
+           "use_beta_sigmas": (False,), "final_sigmas_type": ("zero",)}
+SCHEDULER_FIELDS = {
+    "DDPMScheduler": {"variance_type": ("fixed_small",), "clip_sample": READ_VALUE,
+                      "clip_sample_range": READ_VALUE, **_THRESHOLDING},
+    "DDIMScheduler": {"clip_sample": READ_VALUE, "clip_sample_range": READ_VALUE,
+                      "set_alpha_to_one": READ_VALUE, **_THRESHOLDING},
+    "PNDMScheduler": {"skip_prk_steps": (True,), "set_alpha_to_one": READ_VALUE},
+    "EulerDiscreteScheduler": {"interpolation_type": ("linear",), "sigma_min": (None,),
+                               "sigma_max": (None,), "timestep_type": ("discrete",), **_SIGMAS},
+    "EulerAncestralDiscreteScheduler": {},
+    "DPMSolverMultistepScheduler": {
+        "solver_order": (2,), "algorithm_type": ("dpmsolver++",), "solver_type": ("midpoint",),
+        "lower_order_final": (True,), "euler_at_final": (False,), "use_lu_lambdas": (False,),
+        "use_flow_sigmas": (False,), "flow_shift": UNUSED, "lambda_min_clipped": (-math.inf,),
+        "variance_type": (None,), "use_dynamic_shifting": (False,), "time_shift_type": UNUSED,
+        **_THRESHOLDING, **_SIGMAS},
+}
+# Defaults that differ between the classes (diffusers' __init__ arguments).
+SCHEDULER_DEFAULTS = {
+    "DDPMScheduler": {"timestep_spacing": "leading", "clip_sample": True},
+    "DDIMScheduler": {"timestep_spacing": "leading", "clip_sample": True,
+                      "set_alpha_to_one": True},
+    "PNDMScheduler": {"timestep_spacing": "leading", "set_alpha_to_one": False,
+                      "skip_prk_steps": False},
+    "EulerDiscreteScheduler": {"timestep_spacing": "linspace"},
+    "EulerAncestralDiscreteScheduler": {"timestep_spacing": "linspace"},
+    "DPMSolverMultistepScheduler": {"timestep_spacing": "linspace"},
+}
 # Fields of early diffusers scheduler configs that no longer do anything.
 SCHEDULER_OBSOLETE = ("tensor_format", "timestep_values")
 
@@ -195,9 +237,14 @@ def read_config(folder: str) -> dict:
           "dropout": float(dropout)}
 
 
-def read_scheduler(folder: str) -> dict:
-  """`diffusion.objective` and the `diffusion.discrete` keys of the scheduler's config."""
-  path = scheduler_path(folder)
+def read_scheduler(folder: str, path: str | None = None) -> dict:
+  """`diffusion.objective`, the `diffusion.discrete` keys and the sampler (`sampler`: the
+  class's, for `diffusion.sampler`) of the scheduler's config; `path` (default: found in
+  `folder`) names the file. A field no scheduler class here has, or a value of one that
+  gen's sampler does not implement, is a one-line InputError naming it; the fields of the
+  other classes, which diffusers ignores for this one (SD 2.x's DDIM config holds PNDM's
+  skip_prk_steps), are ignored."""
+  path = path or scheduler_path(folder)
   d = read_json(path)
 
   def refuse(field, why):
@@ -205,28 +252,38 @@ def read_scheduler(folder: str) -> dict:
 
   kind = d.get("_class_name")
   if kind not in SCHEDULERS:
-    refuse("_class_name", f"gen reads the tables of {' and '.join(SCHEDULERS)}")
+    refuse("_class_name", f"gen's discrete samplers are {', '.join(SCHEDULERS)}")
+  own = SCHEDULER_FIELDS[kind]
+  others = set().union(*SCHEDULER_FIELDS.values())
+  defaults = SCHEDULER_DEFAULTS[kind]
   for field in d:
-    if not field.startswith("_") and field not in SCHEDULER_READ + SCHEDULER_OBSOLETE:
+    if (not field.startswith("_") and field not in SCHEDULER_READ + SCHEDULER_OBSOLETE
+        and field not in own and field not in others):
       refuse(field, "a scheduler field gen does not know")
-  for field in ("trained_betas",):
-    if d.get(field) is not None:
-      refuse(field, "gen builds the table from beta_schedule")
-  for field in ("thresholding", "rescale_betas_zero_snr"):
-    if d.get(field, False) is not False:
-      refuse(field, "not in gen's discrete schedules")
-  if kind == "DDPMScheduler" and d.get("variance_type", "fixed_small") != "fixed_small":
-    refuse("variance_type", "gen's ddpm sampler is DDPMScheduler's fixed_small")
+  for field, allowed in own.items():
+    if isinstance(allowed, tuple) and field in d and d[field] not in allowed:
+      refuse(field, f"gen's {SCHEDULERS[kind]} sampler has {field}="
+             f"{json.dumps(allowed[0])}")
+  if kind == "PNDMScheduler" and d.get("skip_prk_steps", False) is not True:
+    refuse("skip_prk_steps", "gen's pndm sampler is PLMS with skip_prk_steps=true, as Stable "
+           "Diffusion's configs have it")
+  if d.get("trained_betas") is not None:
+    refuse("trained_betas", "gen builds the table from beta_schedule")
+  if d.get("rescale_betas_zero_snr", False) is not False:
+    refuse("rescale_betas_zero_snr", "not in gen's discrete schedules")
   old = d.get("predict_epsilon")  # Early configs: true / false for epsilon / sample.
   if old is not None and not isinstance(old, bool):
     refuse("predict_epsilon", "expected true or false")
   prediction = d.get("prediction_type", "epsilon" if old in (None, True) else "sample")
-  if prediction not in PREDICTIONS:
-    refuse("prediction_type", f"supported: {', '.join(PREDICTIONS)}")
+  supported = PREDICTIONS if kind in ("DDPMScheduler", "DDIMScheduler",
+                                      "DPMSolverMultistepScheduler") else ("epsilon",
+                                                                           "v_prediction")
+  if prediction not in supported:
+    refuse("prediction_type", f"{kind} takes {', '.join(supported)}")
   schedule = d.get("beta_schedule", "linear")
   if schedule not in BETA_SCHEDULES:
     refuse("beta_schedule", f"supported: {', '.join(BETA_SCHEDULES)}")
-  spacing = d.get("timestep_spacing", "leading")
+  spacing = d.get("timestep_spacing", defaults["timestep_spacing"])
   if spacing not in SPACINGS:
     refuse("timestep_spacing", f"supported: {', '.join(SPACINGS)}")
   n = d.get("num_train_timesteps", 1000)
@@ -241,16 +298,21 @@ def read_scheduler(folder: str) -> dict:
     if not _number(v) or not v > 0:
       refuse(field, "expected a positive number")
     out[field] = float(v)
+  # Read when present whatever the class (as diffusers' from_config passes them on to another
+  # scheduler): what DDIM / DDPM / PNDM do if the workdir samples with them.
+  flags = {}
   for field in ("clip_sample", "set_alpha_to_one"):
-    if not isinstance(d.get(field, True), bool):
+    v = d.get(field, defaults.get(field, field == "set_alpha_to_one"))
+    if not isinstance(v, bool):
       refuse(field, "expected true or false")
+    flags[field] = v
   discrete = {"beta_schedule": schedule, "num_train_timesteps": n,
               "beta_start": out["beta_start"], "beta_end": out["beta_end"],
               "timestep_spacing": spacing, "steps_offset": offset,
-              "set_alpha_to_one": d.get("set_alpha_to_one", True),  # DDIMScheduler's default.
-              "clip_sample": d.get("clip_sample", True),  # Both schedulers' default.
+              "set_alpha_to_one": flags["set_alpha_to_one"], "clip_sample": flags["clip_sample"],
               "clip_sample_range": out["clip_sample_range"]}
-  return {"objective": PREDICTIONS[prediction], "discrete": discrete, "class": kind}
+  return {"objective": PREDICTIONS[prediction], "discrete": discrete, "class": kind,
+          "sampler": SCHEDULERS[kind]}
 
 
 # ----------------------------------------------------------------------------- weights

@@ -74,9 +74,10 @@ def _check_index(folder: str) -> None:
                        f"{classes[0]!r}])")
 
 
-def load(folder: str, dtype=jnp.float32) -> StableDiffusion:
-  """The networks of a StableDiffusionPipeline folder (see the module docstring); a one-line
-  InputError names the file and the field or tensor that does not fit."""
+def read_configs(folder: str) -> dict:
+  """The checked configs of a pipeline folder's parts, before any weights: `text_encoder`,
+  `vae`, `unet` (their `read_config`s) and the `tokenizer`; one-line InputErrors name the file
+  and the field that does not fit."""
   _check_index(folder)
   sub = {name: os.path.join(folder, name) for name in COMPONENTS}
   text_cfg = clip.read_config(sub["text_encoder"])
@@ -99,15 +100,73 @@ def load(folder: str, dtype=jnp.float32) -> StableDiffusion:
     raise InputError(f"{sub['tokenizer']}: model_max_length={tokenizer.model_max_length} is over "
                      f"the text encoder's max_position_embeddings="
                      f"{text_cfg['max_position_embeddings']}")
+  return {"text_encoder": text_cfg, "vae": vae_cfg, "unet": unet_cfg, "tokenizer": tokenizer}
+
+
+def load(folder: str, dtype=jnp.float32) -> StableDiffusion:
+  """The networks of a StableDiffusionPipeline folder (see the module docstring); a one-line
+  InputError names the file and the field or tensor that does not fit."""
+  cfgs = read_configs(folder)
+  sub = {name: os.path.join(folder, name) for name in COMPONENTS}
   text_encoder, text_params = clip.load_text_encoder(sub["text_encoder"], dtype)
   vae, vae_params, vae_info = autoencoder_kl.load_vae(sub["vae"], dtype)
   unet, unet_params, unet_info = unet2d_condition.load_unet(sub["unet"], dtype)
   h, w, c = unet_info["shape"]
   f = vae_info["downscale"]
-  return StableDiffusion(tokenizer, text_encoder, vae, unet,
+  return StableDiffusion(cfgs["tokenizer"], text_encoder, vae, unet,
                          {"text_encoder": text_params, "vae": vae_params, "unet": unet_params},
                          vae_info["scaling_factor"], vae_info["shift_factor"], (h, w, c),
                          (h * f, w * f, vae.out_channels))
+
+
+# ----------------------------------------------------------- as a gen config and back
+
+
+def config_fields(cfgs: dict) -> dict:
+  """`model.text_to_image`'s `text_encoder`, `vae` and `unet` keys of `read_configs`' result
+  (the UNet's fields named as in its config.json, one value per block)."""
+  m = cfgs["unet"]["module"]
+  down = {v: k for k, v in unet2d_condition.DOWN_BLOCKS.items()}
+  up = {v: k for k, v in unet2d_condition.UP_BLOCKS.items()}
+  unet = {"out_channels": m["out_channels"], "block_out_channels": tuple(m["block_out_channels"]),
+          "down_block_types": tuple(down[a] for a in m["down_attention"]),
+          "up_block_types": tuple(up[a] for a in m["up_attention"]),
+          "attention_head_dim": tuple(m["heads"]), "layers_per_block": tuple(m["layers"]),
+          "transformer_layers_per_block": tuple(m["transformer_layers"]),
+          "cross_attention_dim": cfgs["unet"]["cross_attention_dim"],
+          **{k: m[k] for k in ("norm_num_groups", "norm_eps", "flip_sin_to_cos", "freq_shift",
+                               "downsample_padding", "mid_block_scale_factor",
+                               "use_linear_projection", "upcast_attention")}}
+  unet["freq_shift"] = float(unet["freq_shift"])
+  unet["mid_block_scale_factor"] = float(unet["mid_block_scale_factor"])
+  vae = dict(cfgs["vae"]["module"], block_out_channels=tuple(
+      cfgs["vae"]["module"]["block_out_channels"]), scaling_factor=cfgs["vae"]["scaling_factor"],
+             shift_factor=float(cfgs["vae"]["shift_factor"]))
+  return {"text_encoder": dict(cfgs["text_encoder"]), "vae": vae, "unet": unet}
+
+
+def from_config(t, tokenizer: clip.CLIPTokenizer | None, image_shape, dtype=jnp.float32
+                ) -> StableDiffusion:
+  """The networks of `model.text_to_image` (`t`, as `config_fields` writes it) for images of
+  `image_shape` (no params: `params` is {})."""
+  te = clip.CLIPTextModel(**{k: t.text_encoder[k] for k in t.text_encoder}, dtype=dtype)
+  v = dict(t.vae)
+  scaling, shift = v.pop("scaling_factor"), v.pop("shift_factor")
+  vae = autoencoder_kl.AutoencoderKL(**dict(v, block_out_channels=tuple(v["block_out_channels"])),
+                                     dtype=dtype)
+  u = t.unet
+  unet = unet2d_condition.UNet2DCondition(
+      u.out_channels, tuple(u.block_out_channels),
+      tuple(unet2d_condition.DOWN_BLOCKS[b] for b in u.down_block_types),
+      tuple(unet2d_condition.UP_BLOCKS[b] for b in u.up_block_types),
+      tuple(u.attention_head_dim), tuple(u.layers_per_block),
+      tuple(u.transformer_layers_per_block), u.norm_num_groups, u.norm_eps, u.flip_sin_to_cos,
+      u.freq_shift, u.downsample_padding, u.mid_block_scale_factor, u.use_linear_projection,
+      u.upcast_attention, dtype=dtype)
+  f = 2 ** (len(vae.block_out_channels) - 1)
+  h, w, _ = image_shape
+  return StableDiffusion(tokenizer, te, vae, unet, {}, float(scaling), float(shift),
+                         (h // f, w // f, vae.latent_channels), tuple(image_shape))
 
 
 def tokenize(sd: StableDiffusion, prompts, negative_prompts=None):
@@ -133,20 +192,25 @@ def encode_prompt(sd: StableDiffusion, params, ids, negative_ids=None, clip_skip
   return cond, clip.encode(sd.text_encoder, p, jnp.asarray(negative_ids), 0)
 
 
+def unet_pair(sd: StableDiffusion, params, latents, t, cond, uncond):
+  """The UNet's (unconditional, conditional) outputs at latents [B, h, w, c] and diffusers'
+  timestep t, from one call on [latents; latents] with [uncond; cond], as the pipeline
+  batches them."""
+  t = jnp.asarray(t)
+  t2 = jnp.concatenate([t, t]) if t.ndim else t
+  out = sd.unet.apply({"params": params["unet"]}, jnp.concatenate([latents, latents]), t2,
+                      jnp.concatenate([uncond, cond]))
+  return tuple(jnp.split(out, 2))
+
+
 def guided_eps(sd: StableDiffusion, params, latents, t, cond, uncond=None,
                guidance_scale: float = 7.5):
   """The UNet's output at latents [B, h, w, c] and diffusers' timestep t with classifier-free
   guidance: one call on [uncond; cond], then uncond + guidance_scale * (cond - uncond) (no
   guidance when uncond is None). guidance_scale may be traced."""
-  def apply(x, t, c):
-    return sd.unet.apply({"params": params["unet"]}, x, t, c)
-
   if uncond is None:
-    return apply(latents, t, cond)
-  t = jnp.asarray(t)
-  t2 = jnp.concatenate([t, t]) if t.ndim else t
-  out = apply(jnp.concatenate([latents, latents]), t2, jnp.concatenate([uncond, cond]))
-  out_uncond, out_cond = jnp.split(out, 2)
+    return sd.unet.apply({"params": params["unet"]}, latents, t, cond)
+  out_uncond, out_cond = unet_pair(sd, params, latents, t, cond, uncond)
   return out_uncond + guidance_scale * (out_cond - out_uncond)
 
 
@@ -163,5 +227,6 @@ def initial_latents(sd: StableDiffusion, rng, num: int, init_noise_sigma: float 
   return init_noise_sigma * jax.random.normal(rng, (num, *sd.latent_shape), jnp.float32)
 
 
-__all__ = ["StableDiffusion", "decode_latents", "encode_prompt", "guided_eps",
-           "initial_latents", "load", "recognizes", "tokenize"]
+__all__ = ["StableDiffusion", "config_fields", "decode_latents", "encode_prompt",
+           "from_config", "guided_eps", "initial_latents", "load", "read_configs", "recognizes",
+           "tokenize", "unet_pair"]
