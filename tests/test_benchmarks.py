@@ -175,7 +175,7 @@ def test_gpu_script_smoke(tmp_path):
   code = LAUNCH_WITHOUT.format(absent=ABSENT_ON_GPU_MACHINES,
                                argv=["--smoke", f"--out={out}"])
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                        text=True, timeout=300, check=False)
+                        text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert "[gpu.py" in proc.stdout and "tests done" in proc.stdout  # Progress as it goes.
   report = json.loads((out / "gpu.json").read_text())
