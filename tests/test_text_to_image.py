@@ -190,9 +190,12 @@ def test_gen_sample_img2img(tmp_path):
   """`gen sample --init_image=PNG --strength=0.6` writes the images."""
   from PIL import Image
 
+  from gen.core.family import DataSpec
+
   wd = _import(os.path.join(FIXTURES, "sd1"), str(tmp_path / "run"))
   src = tmp_path / "init.png"
-  image = (_maker().init_image(3, 1)[0] * 255).astype(np.uint8)
+  h, w, _ = DataSpec.load(wd).shape  # (No torch: the fixture script's maker needs it.)
+  image = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
   Image.fromarray(image).save(src)
   out = tmp_path / "out.png"
   assert cli.main(["sample", f"--workdir={wd}", "--prompt=a fox", f"--init_image={src}",
