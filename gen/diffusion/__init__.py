@@ -8,6 +8,7 @@ Three kinds of model train here, one module each, picked by `model.kind`:
 | `classifier`  | `noisy_classifier`  | p_t(y | x), to guide a denoiser                        |
 | `autoencoder` | `autoencoder`       | the KL autoencoder whose latents a latent run diffuses  |
 | `text_to_image` | `text_to_image`   | Stable Diffusion 1.x / 2.x (imported): prompts to images |
+| `text_denoiser` | `text_denoiser`   | text to image from scratch: captions to images (`text`) |
 
 The math they share: `process` (the records), `objectives` (continuous processes, what the
 network predicts), `discrete` (diffusers' tables and spacings); backbones in `models` and
@@ -18,13 +19,15 @@ folders. `default_config()` (`gen.diffusion.config`) holds every key with its de
 """
 
 from gen.core.config import ConfigError
-from gen.diffusion import autoencoder, denoiser, latent, noisy_classifier, text_to_image
+from gen.diffusion import (autoencoder, denoiser, latent, noisy_classifier, text,
+                           text_denoiser, text_to_image)
 from gen.diffusion.config import default_config
 from gen.diffusion.diffusers import importer, sd_importer
-from gen.diffusion.latent import make_data
 
 KINDS = {"denoiser": denoiser.make, "classifier": noisy_classifier.make,
-         "autoencoder": autoencoder.make, "text_to_image": text_to_image.make}
+         "autoencoder": autoencoder.make, "text_to_image": text_to_image.make,
+         "text_denoiser": text_denoiser.make}
+LATENT_KINDS = ("denoiser", "text_denoiser")  # The kinds that may train on latents.
 # `gen import`: diffusers' UNet2DModel and its scheduler; a Stable Diffusion pipeline folder.
 IMPORTERS = (importer.IMPORTER, sd_importer.IMPORTER)
 
@@ -37,10 +40,16 @@ def make(config, spec):
   kind = config.model.kind
   if kind not in KINDS:
     raise ConfigError(f"model.kind must be one of {', '.join(KINDS)}, got '{kind}'")
-  if kind != "denoiser" and latent.enabled(config):
+  if kind not in LATENT_KINDS and latent.enabled(config):
     raise ConfigError(f"latent.autoencoder trains a denoiser on latents; model.kind='{kind}' "
                       "works on images: leave latent.autoencoder empty")
   return KINDS[kind](config, spec)
+
+
+def make_data(config, process_index=None, process_count=None, reuse=()):
+  """The family's data: captioned images for a text_denoiser, else (latent) images."""
+  build = text.make_data if config.model.kind == "text_denoiser" else latent.make_data
+  return build(config, process_index=process_index, process_count=process_count, reuse=reuse)
 
 
 __all__ = ["IMPORTERS", "KEYS_ADDED", "KINDS", "default_config", "make", "make_data"]

@@ -13,9 +13,11 @@ def default_config() -> ConfigDict:
   c.data.preprocess = "scale"  # [-1, 1].
 
   c.model = ConfigDict()
-  # denoiser | classifier (p_t(y | x_t), for guidance) | autoencoder | text_to_image
+  # denoiser | classifier (p_t(y | x_t), for guidance) | autoencoder | text_to_image (an
+  # imported Stable Diffusion) | text_denoiser (text to image from scratch)
   c.model.kind = "denoiser"
-  c.model.arch = "unet"  # unet | dit | unet2d (diffusers' UNet2DModel, as `gen import` writes)
+  # unet | dit | unet2d (diffusers' UNet2DModel, as `gen import` writes) | unet2d_condition
+  c.model.arch = "unet"
   c.model.conditional = False  # Class embedding (+ label dropout for guidance).
   c.model.label_dropout = 0.0  # P(null label) in training; > 0 enables guidance.
   c.model.dropout = 0.0
@@ -103,6 +105,19 @@ def default_config() -> ConfigDict:
   t.unet.mid_block_scale_factor = 1.0
   t.unet.use_linear_projection = False
   t.unet.upcast_attention = False
+
+  # model.kind = "text_denoiser" (gen.diffusion.text_denoiser): text to image from scratch,
+  # model.arch "unet2d_condition" (model.text_to_image.unet's fields) or "dit" (model.dit).
+  x = c.model.text = ConfigDict()
+  x.encoder = "transformer"  # transformer (bidirectional) | clip (CLIP's causal text model)
+  x.width = 64  # The encoder's width: the backbone's cross_attention_dim.
+  x.layers = 2
+  x.heads = 4
+  x.mlp_ratio = 4
+  x.max_length = 24  # Tokens with [BOS] and [EOS]; a longer prompt is refused.
+  x.caption_dropout = 0.1  # P(null caption) in training; > 0 enables guidance.
+  x.tokenizer_captions = 20000  # Training captions the word-level tokenizer learns from.
+  x.prompts = 8  # Test captions the trainer's samples (and a bare `gen sample`) draw.
 
   c.diffusion = ConfigDict()
   c.diffusion.objective = "edm"  # eps | v | x0 | edm | flow

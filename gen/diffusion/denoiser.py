@@ -113,6 +113,17 @@ class DenoiserSettings:
                m.label_dropout, d.guidance, d.clip_denoised, d.sampler, d.sample_steps,
                config.optim.ema_decay, codec)
 
+  def labels(self, batch):
+    """What the network is conditioned on: the batch's labels (zeros when unconditional)."""
+    return labels_of(self.num_classes, batch)
+
+  def drop_labels(self, labels, rng):
+    """`labels` with each replaced by the null label with probability label_dropout."""
+    if not (self.num_classes and self.label_dropout > 0):
+      return labels
+    drop = jax.random.bernoulli(rng, self.label_dropout, labels.shape)
+    return jnp.where(drop, self.num_classes, labels)
+
   def to_canvas(self, images, rng=None):
     """What the network denoises: the images, or a latent run's normalized latents."""
     return images if self.codec is None else self.codec.encode(images, rng)
@@ -145,7 +156,7 @@ def apply_fn(net: nn.Module, params, train: bool = False, rng=None) -> Callable:
 
 def init(net: nn.Module, tx: optax.GradientTransformation, cfg: DenoiserSettings, rng, batch):
   x = jnp.zeros((1,) + tuple(cfg.shape))
-  params = net.init(rng, x, jnp.zeros((1,)), labels_of(cfg.num_classes, batch)[:1])["params"]
+  params = net.init(rng, x, jnp.zeros((1,)), cfg.labels(batch)[:1])["params"]
   return TrainState.create(params, tx, cfg.ema_decay)
 
 
@@ -158,14 +169,10 @@ def noise_batch(process: Process, rng, x0):
 
 def train_step(net: nn.Module, process: Process, objective: Objective, cfg: DenoiserSettings, state,
                batch, rng):
-  nc = cfg.num_classes
   k_noise, k_drop, k_label, k_enc = jax.random.split(rng, 4)
   x0 = cfg.to_canvas(batch["image"], k_enc)
   t, eps = noise_batch(process, k_noise, x0)
-  labels = labels_of(nc, batch)
-  if nc and cfg.label_dropout > 0:
-    drop = jax.random.bernoulli(k_label, cfg.label_dropout, labels.shape)
-    labels = jnp.where(drop, nc, labels)
+  labels = cfg.drop_labels(cfg.labels(batch), k_label)
 
   def loss_fn(params):
     loss, x0_mse = per_example_loss(apply_fn(net, params, True, k_drop), process, objective,
@@ -183,7 +190,7 @@ def eval_step(net: nn.Module, process: Process, objective: Objective, cfg: Denoi
   x0 = cfg.to_canvas(batch["image"], k_enc)
   t, eps = noise_batch(process, k_noise, x0)
   loss, x0_mse = per_example_loss(apply_fn(net, state.sample_params), process, objective,
-                                  x0, t, eps, labels_of(cfg.num_classes, batch))
+                                  x0, t, eps, cfg.labels(batch))
   return {"loss": loss, "x0_mse": x0_mse}
 
 

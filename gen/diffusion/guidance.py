@@ -28,16 +28,19 @@ import jax.numpy as jnp
 from flax import struct
 
 
-def guided(denoise: Callable, num_classes: int, guidance) -> Callable:
+def guided(denoise: Callable, null, guidance) -> Callable:
   """(x, t, labels) -> D_u + w (D_c - D_u), both halves in one batch; w may be traced.
 
-  A denoiser that returns (x0_hat, eps_hat) is guided in both (the combination is linear).
+  `null` is what the unconditional half is conditioned on, broadcast to the labels' shape: a
+  class model's null label (its number of classes), or a text model's null caption ids [L]
+  (or negative prompts' ids [B, L]). A denoiser that returns (x0_hat, eps_hat) is guided in
+  both (the combination is linear).
   """
   def fn(x, t, labels):
-    null = jnp.full_like(labels, num_classes)
+    null_labels = jnp.broadcast_to(jnp.asarray(null, labels.dtype), labels.shape)
     t = jnp.asarray(t)
     t2 = jnp.concatenate([t, t]) if t.ndim else t
-    both = denoise(jnp.concatenate([x, x]), t2, jnp.concatenate([labels, null]))
+    both = denoise(jnp.concatenate([x, x]), t2, jnp.concatenate([labels, null_labels]))
 
     def combine(v):
       cond, uncond = jnp.split(v, 2)

@@ -188,16 +188,23 @@ class DiTBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, c, train: bool):
+  def __call__(self, x, c, train: bool, context=None):
     dt = self.dtype
+    hd = self.dim // self.heads
     mod = nn.Dense(6 * self.dim, kernel_init=nn.initializers.zeros, dtype=dt)(nn.silu(c))
     shift1, scale1, gate1, shift2, scale2, gate2 = jnp.split(mod[:, None], 6, axis=-1)
     norm = lambda: nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6,  # noqa: E731
                                 dtype=dt)
     y = norm()(x) * (1 + scale1) + shift1
-    qkv = nn.DenseGeneral((3, self.heads, self.dim // self.heads), dtype=dt)(y)
+    qkv = nn.DenseGeneral((3, self.heads, hd), dtype=dt)(y)
     y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     x = x + gate1 * nn.DenseGeneral(self.dim, axis=(-2, -1), dtype=dt)(y)
+    if context is not None:  # PixArt-alpha's cross-attention: unmodulated, output zeroed.
+      q = nn.DenseGeneral((self.heads, hd), dtype=dt, name="cross_q")(x)
+      kv = nn.DenseGeneral((2, self.heads, hd), dtype=dt, name="cross_kv")(context.astype(dt))
+      y = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
+      x = x + nn.DenseGeneral(self.dim, axis=(-2, -1), kernel_init=nn.initializers.zeros,
+                              dtype=dt, name="cross_out")(y)
     y = norm()(x) * (1 + scale2) + shift2
     y = nn.gelu(nn.Dense(int(self.dim * self.mlp_ratio), dtype=dt)(y), approximate=True)
     y = nn.Dropout(self.dropout, deterministic=not train)(y)
@@ -206,6 +213,13 @@ class DiTBlock(nn.Module):
 
 class DiT(nn.Module):
   """Diffusion transformer: patchify, add positions, adaLN-Zero blocks, unpatchify.
+
+  Given `context` (a text encoder's states [B, L, D]), every block also attends to it after
+  its self-attention, as PixArt-alpha's blocks do (Chen et al. 2023): queries from the image
+  tokens, keys and values from the text, no adaLN modulation, the output projection zeroed
+  at init. Cross-attention rather than joint attention over text and image tokens keeps the
+  image sequence's length and the block's cost independent of the prompt, and reuses the
+  adaLN path for the time alone.
 
   `positions`: "sincos", fixed 2-D sine-cosine codes as in DiT, or "learned", a parameter
   per token initialized near zero (configs/diffusion/dit_mnist.py compares the two).
@@ -222,8 +236,9 @@ class DiT(nn.Module):
   positions: str = "sincos"
   dtype: jnp.dtype = jnp.float32  # Compute dtype; parameters and the output are float32.
 
-  def tokens(self, x, c, train: bool):
-    """Patchify, add positions, run the blocks: [B, patches, dim]."""
+  def tokens(self, x, c, train: bool, context=None):
+    """Patchify, add positions, run the blocks (with cross-attention to `context` [B, L, D]
+    when given): [B, patches, dim]."""
     b, h, w, _ = x.shape
     p = self.patch
     tokens = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype)(x)
@@ -237,16 +252,16 @@ class DiT(nn.Module):
       raise ValueError(f"DiT positions must be 'sincos' or 'learned', got '{self.positions}'")
     for _ in range(self.depth):
       tokens = DiTBlock(self.dim, self.heads, self.mlp_ratio, self.dropout, self.dtype)(
-          tokens, c, train)
+          tokens, c, train, context)
     return tokens
 
   @nn.compact
-  def __call__(self, x, cond, labels, train: bool = False):
+  def __call__(self, x, cond, labels, train: bool = False, context=None):
     b, h, w, _ = x.shape
     p = self.patch
     dt = self.dtype
     c = Conditioning(self.dim, self.num_classes, 256, dt)(cond, labels)
-    tokens = self.tokens(x, c, train)
+    tokens = self.tokens(x, c, train, context)
     shift, scale = jnp.split(nn.Dense(2 * self.dim, kernel_init=nn.initializers.zeros,
                                       dtype=dt)(nn.silu(c))[:, None], 2, -1)
     tokens = nn.LayerNorm(use_scale=False, use_bias=False, epsilon=1e-6, dtype=dt)(tokens)

@@ -2,7 +2,8 @@
 
 `model.arch` picks the backbone: `unet` (ADM-style, `model.unet`), `dit` (`model.dit`), or
 `unet2d`, diffusers' UNet2DModel layer for layer (`model.unet2d`, which `gen import` writes;
-`gen.diffusion.diffusers`). `model.dtype` (float32 | bfloat16) is its compute dtype, with
+`gen.diffusion.diffusers`), or for a text_denoiser `unet2d_condition`, its
+UNet2DConditionModel (`model.text_to_image.unet`). `model.dtype` (float32 | bfloat16) is its compute dtype, with
 float32 parameters and outputs. `network` builds a denoiser (`out` channels) or a
 noise-conditional classifier's encoder (`out` classes); `check` validates the process, the
 data and the backbone for a denoiser or a classifier, `process_and_objective` builds the math.
@@ -16,12 +17,16 @@ from gen.core.config import ConfigError
 from gen.core.family import DataSpec
 from gen.diffusion.discrete import DiscreteProcess, with_prediction
 from gen.diffusion.diffusers.unet2d import DOWN_BLOCKS, UP_BLOCKS, UNet2D
+from gen.diffusion.diffusers.unet2d_condition import DOWN_BLOCKS as UNET_COND_DOWN
+from gen.diffusion.diffusers.unet2d_condition import UP_BLOCKS as UNET_COND_UP
 from gen.diffusion.models import DTYPES, DiT, DiTClassifier, UNet, UNetClassifier
 from gen.diffusion.objectives import OBJECTIVES, OWN_PROCESS, make_objective, make_process
 from gen.diffusion.process import Objective, Process
 
 SCHEDULES = ("linear", "cosine", "discrete")  # discrete: diffusion.discrete (a diffusers table).
-ARCHS = ("unet", "dit", "unet2d")  # unet2d: diffusers' UNet2DModel (gen.diffusion.diffusers).
+# unet2d: diffusers' UNet2DModel; unet2d_condition: its UNet2DConditionModel, for text
+# (model.kind='text_denoiser'; gen.diffusion.diffusers).
+ARCHS = ("unet", "dit", "unet2d", "unet2d_condition")
 DIT_POSITIONS = ("sincos", "learned")
 # Every sampler name of any process (`gen.diffusion.sampling` says which a process takes).
 SAMPLER_NAMES = ("ddpm", "ddim", "pndm", "euler", "euler_a", "heun", "dpmpp_2m", "flow_euler",
@@ -66,6 +71,8 @@ def check(config, spec: DataSpec, shape=None):
   h, w, _ = spec.shape if shape is None else shape
   if m.arch == "unet2d":
     _check_unet2d(m, h, w)
+  elif m.arch == "unet2d_condition":
+    _check_unet2d_condition(m, h, w)
   elif m.arch == "unet":
     f = 2 ** (len(m.unet.channel_mult) - 1)
     if h % f or w % f:
@@ -119,10 +126,42 @@ def _check_unet2d(m, h: int, w: int):
                       f"{len(boc) - 1} times (len(model.unet2d.block_out_channels) - 1)")
 
 
+def _check_unet2d_condition(m, h: int, w: int):
+  """model.text_to_image.unet, a UNet2DConditionModel trained from scratch on text."""
+  u = m.text_to_image.unet
+  if m.kind != "text_denoiser":
+    raise ConfigError("model.arch='unet2d_condition' reads a prompt: model.kind must be "
+                      "'text_denoiser'")
+  boc = tuple(u.block_out_channels)
+  lists = {"down_block_types": u.down_block_types, "up_block_types": u.up_block_types,
+           "attention_head_dim": u.attention_head_dim, "layers_per_block": u.layers_per_block,
+           "transformer_layers_per_block": u.transformer_layers_per_block}
+  wrong = [k for k, v in lists.items() if len(tuple(v)) != len(boc)]
+  if not boc or wrong:
+    raise ConfigError(f"model.text_to_image.unet: {', '.join(wrong) or 'block_out_channels'} "
+                      f"must have one entry per block_out_channels {boc}")
+  for name, types, known in (("down_block_types", u.down_block_types, UNET_COND_DOWN),
+                             ("up_block_types", u.up_block_types, UNET_COND_UP)):
+    if any(t not in known for t in types):
+      raise ConfigError(f"model.text_to_image.unet.{name} must be of {', '.join(known)}, got "
+                        f"{tuple(types)}")
+  if any(c % u.norm_num_groups or c % hd for c, hd in zip(boc, u.attention_head_dim)):
+    raise ConfigError(f"model.text_to_image.unet.norm_num_groups = {u.norm_num_groups} and "
+                      f"each attention_head_dim (heads) {tuple(u.attention_head_dim)} must "
+                      f"divide block_out_channels {boc}")
+  f = 2 ** (len(boc) - 1)
+  if h % f or w % f:
+    raise ConfigError(f"image size {h}x{w} must be divisible by {f}: the UNet halves it "
+                      f"{len(boc) - 1} times")
+
+
 def network(m, out: int, num_classes: int, classifier: bool):
   """The backbone (`model.arch`): a denoiser with `out` channels, or a classifier's encoder
   with `out` classes, computing in `model.dtype` (float32 params and outputs either way)."""
   dtype = DTYPES[m.dtype]
+  if m.arch == "unet2d_condition":
+    raise ConfigError("model.arch='unet2d_condition' is a text_denoiser's backbone "
+                      "(gen.diffusion.text_denoiser builds it)")
   if m.arch == "unet2d":
     u = m.unet2d
     return UNet2D(out, tuple(u.block_out_channels),
@@ -145,4 +184,4 @@ def network(m, out: int, num_classes: int, classifier: bool):
 
 def compiler_options(m) -> dict:
   """The UNets are convolutional networks (`gen.core.xla.CONVNET_CPU`); the DiT is not."""
-  return dict(xla.CONVNET_CPU) if m.arch in ("unet", "unet2d") else {}
+  return dict(xla.CONVNET_CPU) if m.arch in ("unet", "unet2d", "unet2d_condition") else {}

@@ -160,6 +160,7 @@ class CLIPTextModel(nn.Module):
   max_position_embeddings: int = 77
   hidden_act: str = "quick_gelu"
   layer_norm_eps: float = 1e-5
+  causal: bool = True  # False: every token attends to every token (not CLIP; gen's own).
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
@@ -173,7 +174,8 @@ class CLIPTextModel(nn.Module):
 
   def __call__(self, ids, attention_mask=None):
     s = ids.shape[1]
-    mask = jnp.tril(jnp.ones((s, s), bool))[None, None]
+    mask = jnp.tril(jnp.ones((s, s), bool)) if self.causal else jnp.ones((s, s), bool)
+    mask = mask[None, None]
     if attention_mask is not None:
       mask = mask & (jnp.asarray(attention_mask) > 0)[:, None, None, :]
     states = self.encoder(self.embeddings(ids).astype(self.dtype), mask)

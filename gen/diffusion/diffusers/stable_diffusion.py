@@ -154,15 +154,7 @@ def from_config(t, tokenizer: clip.CLIPTokenizer | None, image_shape, dtype=jnp.
   scaling, shift = v.pop("scaling_factor"), v.pop("shift_factor")
   vae = autoencoder_kl.AutoencoderKL(**dict(v, block_out_channels=tuple(v["block_out_channels"])),
                                      dtype=dtype)
-  u = t.unet
-  unet = unet2d_condition.UNet2DCondition(
-      u.out_channels, tuple(u.block_out_channels),
-      tuple(unet2d_condition.DOWN_BLOCKS[b] for b in u.down_block_types),
-      tuple(unet2d_condition.UP_BLOCKS[b] for b in u.up_block_types),
-      tuple(u.attention_head_dim), tuple(u.layers_per_block),
-      tuple(u.transformer_layers_per_block), u.norm_num_groups, u.norm_eps, u.flip_sin_to_cos,
-      u.freq_shift, u.downsample_padding, u.mid_block_scale_factor, u.use_linear_projection,
-      u.upcast_attention, dtype=dtype)
+  unet = unet2d_condition.from_config(t.unet, dtype=dtype)
   f = 2 ** (len(vae.block_out_channels) - 1)
   h, w, _ = image_shape
   return StableDiffusion(tokenizer, te, vae, unet, {}, float(scaling), float(shift),

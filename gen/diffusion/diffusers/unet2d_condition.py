@@ -275,6 +275,20 @@ class UNet2DCondition(nn.Module):
     return _conv(self.out_channels, dt, "conv_out")(h).astype(jnp.float32)
 
 
+def from_config(u, out_channels: int | None = None, dropout: float = 0.0,
+                dtype=jnp.float32) -> UNet2DCondition:
+  """The module of a config section `u` holding the config.json fields (`model.text_to_image.
+  unet`); `out_channels` overrides the section's."""
+  return UNet2DCondition(
+      u.out_channels if out_channels is None else out_channels, tuple(u.block_out_channels),
+      tuple(DOWN_BLOCKS[b] for b in u.down_block_types),
+      tuple(UP_BLOCKS[b] for b in u.up_block_types), tuple(u.attention_head_dim),
+      tuple(u.layers_per_block), tuple(u.transformer_layers_per_block), u.norm_num_groups,
+      u.norm_eps, u.flip_sin_to_cos, u.freq_shift, u.downsample_padding,
+      u.mid_block_scale_factor, u.use_linear_projection, u.upcast_attention, dropout,
+      dtype=dtype)
+
+
 # ----------------------------------------------------------------------------- loading
 
 

@@ -1,0 +1,260 @@
+"""Text to image from scratch (`model.kind = "text_denoiser"`): the word tokenizer and its
+refusals, the text encoders' attention, caption dropout, guidance against the null caption
+(w = 0 is the unconditional model), prompts and guidance traced in one program, and `gen
+sample --prompt` end to end, on a made-up captioned source of coloured squares."""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import TINY_TRAIN, assert_one_line_error
+
+from gen import cli
+from gen.core import config as config_lib
+from gen.core import runs
+from gen.core import train as train_lib
+from gen.core.data import sources
+from gen.diffusion import text, text_denoiser
+from gen.diffusion.config import default_config
+from gen.diffusion.models import DiT
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+
+
+class Squares:
+  """A 6x6 square of a colour on the left or the right of a 16x16 canvas, captioned."""
+
+  shape = (16, 16, 3)
+  num_classes = 6
+
+  def __init__(self, split):
+    self.n = 64 if split == "train" else 16
+
+  def __len__(self):
+    return self.n
+
+  def attributes(self, i):
+    return list(COLOURS)[i % 3], ("left", "right")[(i // 3) % 2]
+
+  def caption(self, i):
+    colour, side = self.attributes(i)
+    return f"a {colour} square on the {side}"
+
+  def __getitem__(self, i):
+    colour, side = self.attributes(i)
+    image = np.zeros(self.shape, np.uint8)
+    x0 = 1 if side == "left" else 9
+    image[5:11, x0:x0 + 6] = COLOURS[colour]
+    return {"image": image, "label": np.int32(i % 6)}
+
+
+sources.register("test_squares", lambda name, split, data_dir: Squares(split))
+
+UNET = {"model.text_to_image.unet.block_out_channels": (8, 16),
+        "model.text_to_image.unet.down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "model.text_to_image.unet.up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "model.text_to_image.unet.attention_head_dim": (2, 2),
+        "model.text_to_image.unet.layers_per_block": (1, 1),
+        "model.text_to_image.unet.transformer_layers_per_block": (1, 1),
+        "model.text_to_image.unet.cross_attention_dim": 16,
+        "model.text_to_image.unet.norm_num_groups": 4}
+
+
+def tiny_config(**overrides):
+  c = default_config()
+  config_lib.apply_overrides(c, {
+      **TINY_TRAIN, "train.num_steps": 2, "data.name": "test_squares",
+      "model.kind": "text_denoiser", "model.arch": "dit", "model.text.width": 16,
+      "model.text.layers": 1, "model.text.heads": 2, "model.text.max_length": 10,
+      "model.text.caption_dropout": 0.3, "model.dit.patch": 4, "model.dit.dim": 16,
+      "model.dit.depth": 1, "model.dit.heads": 2, "diffusion.sample_steps": 2,
+      "diffusion.sampler": "euler", **overrides})
+  return c
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("t2i"))
+  train_lib.train(tiny_config(), workdir, handle_signals=False)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def loaded(run):
+  return runs.load_workdir(run)
+
+
+def perturbed(params, scale=0.1):
+  """`params` moved off their zero-initialized gates and projections, so the text matters."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  return jax.tree.unflatten(tree, [v + scale * jax.random.normal(k, v.shape)
+                                   for v, k in zip(leaves, keys)])
+
+
+def test_tokenizer_refuses_unknown_words_and_long_prompts():
+  tok = text.WordTokenizer.train([Squares("train").caption(i) for i in range(64)], 10)
+  ids = tok(["A Red square on the LEFT", ""])
+  assert ids.shape == (2, 10) and ids.dtype == np.int32
+  assert ids[0, 0] == text.BOS and list(ids[1, :3]) == [text.BOS, text.EOS, text.PAD]
+  assert tok.decode(ids[0]) == "a red square on the left"
+  again = text.WordTokenizer.from_json(tok.to_json())
+  np.testing.assert_array_equal(again(["a blue square on the right"]),
+                                tok(["a blue square on the right"]))
+  with pytest.raises(ValueError, match="unknown word.*purple, circle"):
+    tok(["a purple circle on the left"])
+  with pytest.raises(ValueError, match="11 tokens.*max_length = 10"):
+    tok(["a red square on the left on the right"])
+
+
+@pytest.mark.parametrize("kind,causal", [("clip", True), ("transformer", False)])
+def test_text_encoders_attention(kind, causal):
+  """CLIP's encoder is causal: a later word never changes an earlier state; the bidirectional
+  one's first state reads the whole prompt."""
+  t = config_lib.ConfigDict({"encoder": kind, "width": 16, "layers": 2, "heads": 2,
+                             "mlp_ratio": 2, "max_length": 6})
+  enc = text.encoder_of(t, 12)
+  a = jnp.array([[2, 4, 5, 6, 3, 0]])
+  b = a.at[0, 3].set(7)
+  params = enc.init(jax.random.key(0), a)["params"]
+  sa, sb = enc.apply({"params": params}, a), enc.apply({"params": params}, b)
+  np.testing.assert_array_equal(sa[0, :3], sb[0, :3]) if causal else None
+  assert causal != (float(jnp.abs(sa[0, :3] - sb[0, :3]).max()) > 1e-4)
+  assert "text_model" in params and "final_layer_norm" in params["text_model"]
+
+
+def test_dit_cross_attention_starts_as_identity_and_leaves_plain_dit_alone():
+  net = DiT(3, patch=4, dim=16, depth=1, heads=2)
+  x, cond = jnp.ones((2, 8, 8, 3)), jnp.zeros((2,))
+  labels = jnp.zeros((2,), jnp.int32)
+  plain = net.init(jax.random.key(0), x, cond, labels)["params"]
+  context = jax.random.normal(jax.random.key(1), (2, 5, 16))
+  crossed = net.init(jax.random.key(0), x, cond, labels, False, context)["params"]
+  assert "cross_q" not in plain["DiTBlock_0"] and "cross_out" in crossed["DiTBlock_0"]
+  # The other params are the plain DiT's, initialized the same.
+  kept = {k: v for k, v in crossed["DiTBlock_0"].items() if not k.startswith("cross")}
+  jax.tree.map(np.testing.assert_array_equal, kept, plain["DiTBlock_0"])
+  # The zeroed output projection: at init the text changes nothing...
+  crossed = jax.tree.map(lambda v: v + 0.01, crossed)  # ...once adaLN's zeros are moved.
+  crossed["DiTBlock_0"]["cross_out"] = jax.tree.map(jnp.zeros_like,
+                                                    crossed["DiTBlock_0"]["cross_out"])
+  out = [net.apply({"params": crossed}, x, cond, labels, False, c)
+         for c in (context, 2 * context)]
+  np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_caption_dropout_replaces_whole_captions_by_the_null_caption(loaded):
+  _, spec, _, _, _ = loaded
+  cfg = text_denoiser.parts(tiny_config(), spec)[3]
+  ids = jnp.tile(jnp.arange(10, dtype=jnp.int32)[None] + 4, (4000, 1))
+  out = np.asarray(cfg.drop_labels(ids, jax.random.key(0)))
+  null = np.all(out == np.asarray(cfg.null), axis=1)
+  kept = np.all(out == np.asarray(ids), axis=1)
+  assert np.all(null | kept) and abs(null.mean() - 0.3) < 0.03
+  assert list(cfg.null[:3]) == [text.BOS, text.EOS, text.PAD]
+
+
+def test_guidance_zero_is_the_model_on_the_null_caption(loaded):
+  """D_null + 0 (D_c - D_null) = D_null: the sample at w = 0 is the unconditional one."""
+  _, _, pipeline, state, _ = loaded
+  params = perturbed(pipeline.sample_params(state))
+  num, kw = pipeline.sample_options(4, {"prompt": "a red square on the left"})
+  null = np.tile(np.asarray(pipeline.sample.args[3].null, np.int32), (4, 1))
+  fn = jax.jit(functools.partial(pipeline.sample, num=4, steps=2))
+  guided0 = fn(params, jax.random.key(3), ids=kw["ids"], guidance=jnp.float32(0.0))
+  uncond = fn(params, jax.random.key(3), ids=null)
+  # (The guided run's network sees a batch of 8, the other of 4: float rounding differs.)
+  np.testing.assert_allclose(guided0, uncond, atol=1e-4)
+  cond = fn(params, jax.random.key(3), ids=kw["ids"], guidance=jnp.float32(3.0))
+  assert float(jnp.abs(cond - uncond).max()) > 1e-3
+
+
+def test_prompts_and_guidance_are_traced(loaded):
+  """Another prompt or guidance scale runs the same compiled program."""
+  _, _, pipeline, state, _ = loaded
+  params = perturbed(pipeline.sample_params(state))
+  fn = jax.jit(lambda p, rng, kw: pipeline.sample(p, rng, 4, **kw))
+  outs = []
+  for prompt, w in (("a red square on the left", 2.0), ("a blue square on the right", 5.0)):
+    _, kw = pipeline.sample_options(4, {"prompt": prompt, "guidance": w})
+    outs.append(fn(params, jax.random.key(0), kw))
+  assert fn._cache_size() == 1
+  assert float(jnp.abs(outs[0] - outs[1]).max()) > 1e-3
+
+
+def test_sample_options_cycle_prompts_and_refuse_bad_ones(loaded):
+  _, spec, pipeline, _, _ = loaded
+  num, kw = pipeline.sample_options(0, {})
+  assert num == 8 * len(spec.extra["prompts"]) and kw["ids"].shape == (num, 10)
+  num, kw = pipeline.sample_options(5, {"prompt": ["a red square on the left",
+                                                   "a blue square on the right"],
+                                        "negative_prompt": "a green square"})
+  assert num == 5 and kw["negative_ids"].shape == (5, 10)
+  np.testing.assert_array_equal(kw["ids"][0], kw["ids"][2])
+  for flags, needle in (({"prompt": " "}, "empty prompt"), ({"prompt": "a cat"}, "cat"),
+                        ({"prompt": "a", "prompt_file": "x"}, "not both")):
+    with pytest.raises(ValueError, match=needle):
+      pipeline.sample_options(0, flags)
+
+
+def test_gen_sample_prompt_end_to_end(run, tmp_path, capsys):
+  out = str(tmp_path / "grid.png")
+  assert cli.main(["sample", f"--workdir={run}", "--prompt=a red square on the left",
+                   "--guidance=4", "--num=4", f"--out={out}"]) == 0
+  assert os.path.getsize(out) > 0
+  capsys.readouterr()
+  for flag, needle in (("--prompt=", "empty prompt"), ("--prompt=a red dog", "unknown word"),
+                       ("--prompt=" + "red " * 12, "max_length")):
+    rc = cli.main(["sample", f"--workdir={run}", flag, "--num=2"])
+    assert_one_line_error(rc, capsys.readouterr().err, "sample", needle)
+
+
+def test_bad_configs_are_one_line_errors(tmp_path, capsys):
+  for overrides, needle in (({"model.arch": "unet"}, "unet2d_condition, dit"),
+                            ({"model.text.caption_dropout": 0.0, "diffusion.guidance": 2.0},
+                             "caption dropout"),
+                            ({"model.text.encoder": "bert"}, "clip, transformer"),
+                            ({"model.arch": "unet2d_condition", **UNET,
+                              "model.text_to_image.unet.cross_attention_dim": 8},
+                             "cross_attention_dim = 8"),
+                            ({"data.name": "digits"}, "no captions")):
+    with pytest.raises(config_lib.ConfigError, match=needle):
+      c = tiny_config(**overrides)
+      spec = runs.open_data(c).spec
+      runs.build(c, spec)
+
+
+def test_unet2d_condition_backbone_trains(tmp_path):
+  """The UNet2DConditionModel layout at small widths: a step moves the loss; the encoder's
+  and the UNet's params both train."""
+  c = tiny_config(**{"model.arch": "unet2d_condition", **UNET})
+  data = runs.open_data(c)
+  pipeline = runs.build(c, data.spec)
+  batch = jax.tree.map(jnp.asarray, data.example_batch())
+  state = pipeline.init(jax.random.key(0), batch)
+  assert set(state.params) == {"encoder", "backbone"}
+  step = jax.jit(pipeline.train_step)
+  new, _ = step(state, batch, jax.random.key(1))  # (Warm-up: the first step's rate is 0.)
+  new, metrics = step(new, batch, jax.random.key(2))
+  assert np.isfinite(float(metrics["loss"]))
+  for part in ("encoder", "backbone"):
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), state.params[part],
+                         new.params[part])
+    assert max(jax.tree.leaves(moved)) > 0
+  out = pipeline.sample(new.params, jax.random.key(2), 2, steps=2)
+  assert out.shape == (2, 16, 16, 3)
+
+
+def test_prompt_on_an_unconditional_run_is_refused(tmp_path, capsys):
+  from conftest import TINY_DIFFUSION
+
+  c = default_config()
+  config_lib.apply_overrides(c, {**TINY_DIFFUSION, "train.num_steps": 1, "data.name": "digits"})
+  workdir = str(tmp_path / "uncond")
+  train_lib.train(c, workdir, handle_signals=False)
+  capsys.readouterr()
+  rc = cli.main(["sample", f"--workdir={workdir}", "--prompt=a red 3"])
+  assert_one_line_error(rc, capsys.readouterr().err, "sample", "--prompt")
