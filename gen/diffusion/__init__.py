@@ -20,13 +20,15 @@ folders. `default_config()` (`gen.diffusion.config`) holds every key with its de
 from gen.core.config import ConfigError
 from gen.diffusion import autoencoder, denoiser, latent, noisy_classifier, text_to_image
 from gen.diffusion.config import default_config
-from gen.diffusion.diffusers import importer, sd_importer
+from gen.diffusion.diffusers import importer, sd_importer, sd_lora
 from gen.diffusion.latent import make_data
 
 KINDS = {"denoiser": denoiser.make, "classifier": noisy_classifier.make,
          "autoencoder": autoencoder.make, "text_to_image": text_to_image.make}
 # `gen import`: diffusers' UNet2DModel and its scheduler; a Stable Diffusion pipeline folder.
 IMPORTERS = (importer.IMPORTER, sd_importer.IMPORTER)
+# `gen import --lora` on a text_to_image run: diffusers' and kohya's Stable Diffusion LoRA files.
+LORA_FORMATS = (sd_lora.FORMAT,)
 
 # What runs saved before a key existed had (a restart compares configs with these filled in).
 KEYS_ADDED = {"model.dtype": "float32"}
@@ -43,4 +45,4 @@ def make(config, spec):
   return KINDS[kind](config, spec)
 
 
-__all__ = ["IMPORTERS", "KEYS_ADDED", "KINDS", "default_config", "make", "make_data"]
+__all__ = ["IMPORTERS", "KEYS_ADDED", "KINDS", "LORA_FORMATS", "default_config", "make", "make_data"]
