@@ -22,10 +22,10 @@ text-to-image run's `--prompt`, `--negative_prompt` and `--init_image`, a diffus
 MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint
 folder into a new workdir (the family whose importer reads it does the work; see
 `gen.core.interop`): it is written whole or not at all; `gen import --lora` writes a new
-workdir with a LoRA adapter (PEFT's, for a language model) merged into another run's weights,
-times `--scale`. `gen export` writes a run back as another library's folder, when its family
-can express it; a LoRA run is written merged, or with `--lora=FOLDER` as its frozen base
-(`--to`) and its adapter (`--lora`).
+workdir with a LoRA adapter (PEFT's, for a language model; a diffusers or kohya file, for a
+Stable Diffusion run) merged into another run's weights, times `--scale`. `gen export` writes a
+run back as another library's folder, when its family can express it; a LoRA run is written
+merged, or with `--lora=FOLDER` as its frozen base (`--to`) and its adapter (`--lora`).
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """

@@ -69,13 +69,14 @@ def lora_formats(family: str) -> tuple[LoraFormat, ...]:
 
 def import_lora(adapter: str, source: str, workdir: str, scale: float = 1.0) -> str:
   """Writes the new `workdir`: the run in `source` (its sampling params) with the adapter in
-  `adapter` merged (times `scale`) by its family's `LORA_FORMATS`, whole or not at all."""
+  `adapter` (a folder, or a file where the family's format reads one) merged (times `scale`)
+  by its family's `LORA_FORMATS`, whole or not at all."""
   import jax
 
   from gen.core.runs import build, load_workdir
 
-  if not os.path.isdir(adapter):
-    raise InputError(f"{adapter}: not a folder")
+  if not os.path.exists(adapter):
+    raise InputError(f"{adapter}: missing")
   config, spec, pipeline, state, _ = load_workdir(source)
   formats = lora_formats(config.family)
   if not formats:

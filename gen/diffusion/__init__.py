@@ -22,7 +22,7 @@ from gen.core.config import ConfigError
 from gen.diffusion import (autoencoder, denoiser, latent, noisy_classifier, text,
                            text_denoiser, text_to_image)
 from gen.diffusion.config import default_config
-from gen.diffusion.diffusers import importer, sd_importer
+from gen.diffusion.diffusers import importer, sd_importer, sd_lora
 
 KINDS = {"denoiser": denoiser.make, "classifier": noisy_classifier.make,
          "autoencoder": autoencoder.make, "text_to_image": text_to_image.make,
@@ -30,6 +30,8 @@ KINDS = {"denoiser": denoiser.make, "classifier": noisy_classifier.make,
 LATENT_KINDS = ("denoiser", "text_denoiser")  # The kinds that may train on latents.
 # `gen import`: diffusers' UNet2DModel and its scheduler; a Stable Diffusion pipeline folder.
 IMPORTERS = (importer.IMPORTER, sd_importer.IMPORTER)
+# `gen import --lora` on a text_to_image run: diffusers' and kohya's Stable Diffusion LoRA files.
+LORA_FORMATS = (sd_lora.FORMAT,)
 
 # What runs saved before a key existed had (a restart compares configs with these filled in).
 KEYS_ADDED = {"model.dtype": "float32"}
@@ -52,4 +54,5 @@ def make_data(config, process_index=None, process_count=None, reuse=()):
   return build(config, process_index=process_index, process_count=process_count, reuse=reuse)
 
 
-__all__ = ["IMPORTERS", "KEYS_ADDED", "KINDS", "default_config", "make", "make_data"]
+__all__ = ["IMPORTERS", "KEYS_ADDED", "KINDS", "LORA_FORMATS", "default_config", "make",
+           "make_data"]
