@@ -8,6 +8,16 @@ Run:       gen train --config=configs/diffusion/captions_mnist.py \\
            gen eval --workdir=runs/captions-mnist --metric=captions \\
              --judge=runs/judge-captions-mnist
            (DIR holds the four MNIST IDX .gz files, or set GEN_DATA_DIR.)
+Hardware:  2-core CPU (no accelerator), shared with two other jobs throughout.
+Wall time: measured only as a pilot, `--config.train.num_steps=600`: 14 min 15 s for 600
+           steps at batch 32 (0.7-0.9 steps/s while shared), eval and samples included.
+           5,329,520 params.
+Result:    step 600 (EMA params, 1000 test scenes): EDM loss 0.131, x0_mse 0.014. The samples
+           are fragmented 4 x 4 patches of roughly the prompt's colours, no glyphs yet: at this
+           budget the DiT on pixels lags the latent UNet of captions_mnist_latent.py, which
+           2000 latent steps bring to glyph-like strokes. Not judged.
+Reference: PixArt-alpha's cross-attention DiT blocks (Chen et al. 2023); no published number
+           on these scenes.
 """
 
 from gen.diffusion.config import default_config
