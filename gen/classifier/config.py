@@ -18,6 +18,7 @@ def default_config() -> ConfigDict:
   c.model = ConfigDict()
   c.model.channels = (32, 64)  # 8 -> 4 -> 2, then a global average pool.
   c.model.features = 128  # Width of the penultimate layer: the FD feature dimension.
+  c.model.pool = "mean"  # mean (global average) | flatten (keeps positions: captions' slots)
 
   c.optim.name = "adamw"
   c.optim.lr = 2e-3
