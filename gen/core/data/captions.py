@@ -31,7 +31,8 @@ Held-out compositions. `held_out(identity, colour)`: (identity + colour) % 6 == 
 identity (1/6 of the colour-identity pairs). Splits: `train` (the sources' train images; never a
 held-out pair), `test` (their test images; never a held-out pair), `test_held_out` (their test
 images; every record has at least one held-out pair: a model that only memorised the training
-compositions fails there).
+compositions fails there) and `train_all` (the train images, any pair: for a judge, which must
+read the held-out compositions too; one trained on `train` reads a red 0, never seen, badly).
 
 Records. `{"image": uint8[32, 32, 3], "label": int32, "targets": int32[12]}`: `label` is the
 identity of the first object (objects are listed in slot order: left or top first); `targets`
@@ -71,8 +72,15 @@ TWO_OBJECT_SLOTS = ((0, 1), (2, 3))  # Left and right, or top and bottom.
 ATTRIBUTES = ("identity", "colour", "size")  # Per slot, in this order in `targets`.
 NUM_TARGETS = len(SLOTS) * len(ATTRIBUTES)
 
-SPLITS = {"train": 0, "test": 1, "test_held_out": 2}  # Split -> its random stream.
-IMAGE_SPLIT = {"train": "train", "test": "test", "test_held_out": "test"}  # Whose images.
+SPLITS = {"train": 0, "test": 1, "test_held_out": 2, "train_all": 3}  # -> its random stream.
+IMAGE_SPLIT = {"train": "train", "test": "test", "test_held_out": "test",  # Whose images.
+               "train_all": "train"}
+
+
+def slot_boxes() -> list[tuple[int, int, int, int]]:
+  """(top, left, bottom, right) in pixels of each slot's large box, where its object lies."""
+  s = SIZE_PIXELS[-1]
+  return [(r - s // 2, c - s // 2, r - s // 2 + s, c - s // 2 + s) for r, c in CENTRES]
 
 
 def held_out(identity: int, colour: int) -> bool:
@@ -373,15 +381,15 @@ class CaptionSource:
     slots = (int(rng.integers(len(SLOTS))),) if n == 1 else TWO_OBJECT_SLOTS[rng.integers(2)]
     images = [i] + [int(rng.integers(len(self))) for _ in range(n - 1)]
     forced = int(rng.integers(n)) if self.split == "test_held_out" else -1
+    any_colour = self.split in ("test_held_out", "train_all")
     objects = []
     for k, (slot, image) in enumerate(zip(slots, images)):
       identity = int(self._labels[image])
-      if k == forced:
-        colour = int(-identity % len(COLOURS))  # The one held-out colour of this identity.
+      if k == forced:  # This identity's held-out colour(s).
+        allowed = [c for c in range(len(COLOURS)) if held_out(identity, c)]
       else:
-        allowed = [c for c in range(len(COLOURS))
-                   if forced >= 0 or not held_out(identity, c)]
-        colour = allowed[rng.integers(len(allowed))]
+        allowed = [c for c in range(len(COLOURS)) if any_colour or not held_out(identity, c)]
+      colour = allowed[rng.integers(len(allowed))]
       objects.append(Object(slot=slot, identity=identity, colour=colour,
                             size=int(rng.integers(len(SIZES)))))
     return objects, images, rng
