@@ -29,7 +29,7 @@ from gen.core.config import ConfigError
 from gen.core.data import captions
 from gen.core.family import DataSpec, Pipeline, TrainState, make_optimizer
 
-POOLS = ("mean", "flatten")
+POOLS = ("mean", "flatten", "slots")
 
 
 def heads(spec: DataSpec) -> tuple[str, tuple[int, ...]]:
@@ -50,7 +50,14 @@ def parts(config, spec: DataSpec) -> CNN:
                       f"'scale' or 'unit', got '{spec.preprocess}'")
   if m.pool not in POOLS:
     raise ConfigError(f"model.pool must be one of {POOLS}, got '{m.pool}'")
-  return CNN(tuple(m.channels), m.features, sum(heads(spec)[1]), m.pool)
+  if m.pool != "slots":
+    return CNN(tuple(m.channels), m.features, sum(heads(spec)[1]), m.pool)
+  if heads(spec)[0] != "targets" or len(spec.extra["targets"]) != captions.NUM_TARGETS:
+    raise ConfigError("model.pool='slots' reads the slots of captioned scenes (data.name="
+                      f"'captions:...'), not {spec.shape} images of {spec.num_classes} classes")
+  h, w = spec.shape[:2]
+  regions = tuple((t / h, l / w, b / h, r / w) for t, l, b, r in captions.slot_boxes())
+  return CNN(tuple(m.channels), m.features, sum(heads(spec)[1]), "regions", regions)
 
 
 def logits(model: CNN, params, x):
