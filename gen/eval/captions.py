@@ -14,7 +14,8 @@ per caption, the judge (a classifier run on the same dataset whose pipeline has 
 `position`), and the Fréchet distance (with precision/recall) between the judge's features of
 the images and those of the split's real scenes (all of them; cached in the judge's workdir as
 `gen eval --metric=fd` caches its reference). With `--real=SPLITS` the judge reads the real
-scenes of those captions instead: the floor a perfect model would reach (no run is needed).
+scenes of those captions instead: the floor a perfect model would reach (no run is needed; its
+FD is the small-sample floor, 0 when N is the whole split).
 
 The run must take captions as prompts: its pipeline's `sample_options(num, flags)` accepts
 `flags["prompt"]` (one caption per image) and `flags["guidance"]` (a float; left out without
@@ -261,5 +262,5 @@ def table(result: dict) -> str:
     g = f"{r['guidance']:g}" if r["guidance"] is not None else "-" if "run" not in result else (
         "default")
     lines.append(f"{r['split']:<14}{g:>9}{r['num']:>7}"
-                 + "".join(f"{r[c]:>10.4f}" for c in COLUMNS) + f"{r['fd']:>10.3f}")
+                 + "".join(f"{r[c]:>10.4f}" for c in COLUMNS) + f"{max(r['fd'], 0.0):>10.3f}")
   return "\n".join(lines)
