@@ -6,6 +6,8 @@
   gen eval --workdir=DIR [--num_batches=N] [--out=FILE.json] [--config.a.b=VALUE ...]
   gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
            [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
+  gen eval --workdir=DIR --metric=captions --judge=DIR [--guidance=0,1,2,4] [--num_samples=N]
+           [--batch_size=B] [--real=test,test_held_out] [--KEY=VALUE ...]
   gen import --from=FOLDER --workdir=DIR [--config.a.b=VALUE ...]
   gen import --lora=ADAPTER --from=WORKDIR --workdir=DIR [--scale=1.0]
   gen export --workdir=DIR --to=FOLDER [--step=N] [--lora=ADAPTER_FOLDER]
@@ -17,6 +19,10 @@ model, `--max_new_tokens=500 --temperature=0.8` for a language model) and the fl
 family reads itself (a language model's `--prompt=TEXT` / `--prompt_file=FILE`, a
 text-to-image run's `--prompt`, `--negative_prompt` and `--init_image`, a diffusion model's
 `--classifier=WORKDIR`); so are they in `gen eval --metric=fd|fid`.
+`gen eval --metric=captions` asks a text-to-image run for images of the captions of a captioned
+dataset (`captions:NAME`) and has a judge run (`gen.classifier.configs.captions_mnist`) read them
+back: the share of faithful images per guidance scale, on seen and held-out compositions
+(`gen.eval.captions`); `--real` scores the real scenes instead.
 `--num` defaults to 64 images, or what the family chooses (a language model: 4 samples, or
 1 per prompt). Samples are written as an image grid, or as the family's own files (text;
 MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint
@@ -213,16 +219,21 @@ def _check_sampler_args(pipeline, extra, family):
 
 EVAL_FLAGS = {"workdir": "", "num_batches": 0, "out": "", "step": -1, "batch_size": 0,
               "metric": "", "num_samples": 10000, "fd_classifier": "", "inception": "",
-              "reference": "train", "real": "", "data": "", "seed": 0}
+              "reference": "train", "real": "", "data": "", "seed": 0, "judge": ""}
 
 
 def cmd_eval(argv):
   values, overrides, extra = _parse(argv, EVAL_FLAGS, allow_config=True, allow_extra=True)
+  if values["metric"] == "captions":
+    return _eval_captions(values, overrides, extra)
+  if values["judge"]:
+    raise UsageError("--judge=DIR goes with --metric=captions")
   if values["metric"] in ("fd", "fid"):
     return _eval_samples(values, overrides, extra)
   if values["metric"]:
-    raise UsageError(f"--metric must be fd or fid (or absent: the eval split's metrics), "
-                     f"got '{values['metric']}'")
+    raise UsageError(f"--metric must be fd or fid (sample quality), captions (a judge reads "
+                     f"the images of captions) or absent (the eval split's metrics), got "
+                     f"'{values['metric']}'")
   if extra:
     known = ", ".join(f"--{f}" for f in EVAL_FLAGS)
     raise UsageError(f"unknown flag '--{next(iter(extra))}' (known: {known})")
@@ -288,6 +299,61 @@ def _eval_samples(values, overrides, extra):
     json.dump(result, f, indent=2)
   print(json.dumps(result, indent=2))
   print(fd.summary(result))
+  if "warning" in result:
+    print(result["warning"], file=sys.stderr)
+  print(f"wrote {out}", file=sys.stderr)
+  return 0
+
+
+def _guidance_scales(value) -> tuple:
+  """`--guidance=2` or `--guidance=0,1,2,4` as a tuple of floats; absent: (None,), the run's
+  default."""
+  if value is None:
+    return (None,)
+  scales = value if isinstance(value, (tuple, list)) else (value,)
+  if not scales or not all(isinstance(g, (int, float)) and not isinstance(g, bool)
+                           for g in scales):
+    raise UsageError(f"--guidance takes a number or numbers joined by ',' (0,1,2,4), got "
+                     f"'{value}'")
+  return tuple(float(g) for g in scales)
+
+
+def _eval_captions(values, overrides, extra):
+  """`gen eval --metric=captions`: a run's images of captions, read back by a judge run."""
+  _require(values, "judge")
+  if not values["workdir"] and not values["real"]:
+    raise UsageError("--metric=captions scores --workdir=RUN (or the real scenes: "
+                     "--real=test,test_held_out)")
+  if values["num_samples"] < 2:
+    raise UsageError(f"--num_samples must be >= 2, got {values['num_samples']}")
+  if values["batch_size"] < 0:
+    raise UsageError(f"--batch_size must be >= 0 (0: 500), got {values['batch_size']}")
+  real = tuple(s for s in values["real"].split(",") if s)
+  if real and extra:
+    raise UsageError(f"--real scores real scenes: it takes no sampler flag (got "
+                     f"--{next(iter(extra))})")
+  guidance = _guidance_scales(extra.pop("guidance", None))
+  _check_out_folder(values["out"])
+  _setup_jax()
+  from gen.eval import captions
+
+  batch = values["batch_size"] or 500
+  try:  # Its ValueErrors are about the arguments: no judge, a run that takes no captions...
+    judge = captions.load_judge(values["judge"], batch)
+    run = None
+    if not real:
+      run = captions.load_run(values["workdir"], overrides,
+                              None if values["step"] < 0 else values["step"])
+    result = captions.evaluate(judge, run, guidance=guidance, num_samples=values["num_samples"],
+                               batch=batch, seed=values["seed"], real_splits=real,
+                               sampler_args=extra, check_args=_check_sampler_args)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  folder = values["workdir"] or values["judge"]
+  out = values["out"] or os.path.join(folder, "captions_real.json" if real else "captions.json")
+  with open(out, "w") as f:
+    json.dump(result, f, indent=2)
+  print(captions.table(result))
   if "warning" in result:
     print(result["warning"], file=sys.stderr)
   print(f"wrote {out}", file=sys.stderr)

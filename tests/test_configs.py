@@ -46,6 +46,7 @@ def test_config_trains_shrunk(path, tmp_path, request):
   assert kind in TINY, f"add shrinking overrides for family '{kind}'"
   overrides = {**TINY[kind], "train.num_steps": 2, "train.checkpoint_every": 0}
   if config.data.name in ("mnist", "fashion_mnist", "jsb_chorales") or (
+      config.data.name.startswith("captions:")) or (
       config.data.name.startswith("text:") and not os.path.isabs(config.data.name[5:])):
     overrides["data.dir"] = request.getfixturevalue("shared_data")
   if config.get("latent", {}).get("autoencoder"):  # Latent diffusion: a tiny autoencoder first.

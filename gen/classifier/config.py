@@ -18,6 +18,9 @@ def default_config() -> ConfigDict:
   c.model = ConfigDict()
   c.model.channels = (32, 64)  # 8 -> 4 -> 2, then a global average pool.
   c.model.features = 128  # Width of the penultimate layer: the FD feature dimension.
+  # mean (global average) | flatten (every position) | slots (each slot of a captioned scene,
+  # gen.core.data.captions, read by the same layers).
+  c.model.pool = "mean"
 
   c.optim.name = "adamw"
   c.optim.lr = 2e-3

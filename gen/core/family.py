@@ -16,6 +16,7 @@ A family that reads other than labelled images also exposes `make_data(config, .
 | `visualize`      | `(state, batch, rng) -> {name: images}`            |
 | `load_pretrained`| `(state, params) -> state`, for `config.init_from`  |
 | `features`       | `(params, images) -> float[B, D]`: a feature map (`gen eval --metric=fd`) |
+| `predict`        | `(params, images) -> int32[B, H]`: each head's class (`--metric=captions`) |
 | `sample_options` | `(num, flags) -> (num, kwargs)`: `gen sample`'s extra flags as sampler arguments |
 | `write_samples`  | `(samples, stem) -> [paths]`: the family's own files (text, MIDI...) |
 | `preview`        | `(samples) -> str`: a short text form of samples, for logs |
@@ -119,6 +120,9 @@ class Pipeline:
   load_pretrained: Callable[[Any, Any], Any] | None = None
   # `(params, images) -> float[B, D]`: features of images in the data space.
   features: Callable[[Any, Any], Any] | None = None
+  # `(params, images) -> int32[B, H]`: the most likely class of each of a model's H heads
+  # (e.g. a classifier of the targets of `gen.core.data.captions`), images in the data space.
+  predict: Callable[[Any, Any], Any] | None = None
   # `(num, flags) -> (num, kwargs)`: `gen sample`'s extra flags as sampler arguments (eager).
   sample_options: Callable[[int, dict], tuple[int, dict]] | None = None
   # `(host samples, path stem) -> written paths`; None: an image grid.

@@ -17,6 +17,7 @@ generator that grain seeds per batch index, so a resumed run sees the same bits.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 
@@ -180,7 +181,13 @@ class Data(abc.ABC):
 
 class ImageData(Data):
   """Labelled images from a registered source (`gen.core.data.sources`): batches are
-  `{"image": float32[B, H, W, C], "label": int32[B]}` after `data.preprocess`."""
+  `{"image": float32[B, H, W, C], "label": int32[B]}` after `data.preprocess`.
+
+  A source whose records also hold `targets` (int32[T], several labels per image; the source's
+  `targets` lists their `(name, class count)`, e.g. `gen.core.data.captions`) adds
+  `"targets": int32[B, T]` to the batches, and to the spec a field and
+  `extra["targets"]`: `[[name, class count], ...]`.
+  """
 
   def __init__(self, config, process_index: int | None = None, process_count: int | None = None,
                reuse: Sequence[str] = ()):
@@ -189,6 +196,14 @@ class ImageData(Data):
       raise ValueError(f"data.preprocess must be one of {PREPROCESS}, got '{self.cfg.preprocess}'")
     self.train_source = self.load(self.cfg.train_split, train=True)
     self.spec = DataSpec.images(self.shape, self.num_classes, self.cfg.preprocess)
+    heads = getattr(self.train_source, "targets", None)
+    if heads:
+      if self.cfg.random_flip:
+        raise ValueError(f"data.random_flip mirrors the images of {self.cfg.name} but not their "
+                         "targets: set it False")
+      self.spec = dataclasses.replace(
+          self.spec, fields={**self.spec.fields, "targets": ((len(heads),), "int32")},
+          extra={"targets": [[name, count] for name, count in heads]})
 
   def load(self, split: str, train: bool):
     return sources.load(self.cfg.name, split, self.cfg.dir)
@@ -202,8 +217,8 @@ class ImageData(Data):
     return self.train_source.num_classes
 
   def prepare_train(self, batch, rng):
-    return {"image": preprocess(batch["image"], self.cfg.preprocess, rng, self.cfg.random_flip),
-            "label": batch["label"]}
+    return {**batch,
+            "image": preprocess(batch["image"], self.cfg.preprocess, rng, self.cfg.random_flip)}
 
   def prepare_eval(self, batch, index):
     rng = np.random.default_rng([self.seed, 7919, index])

@@ -8,7 +8,8 @@ Sources are plain Python objects with `__len__` and `__getitem__` (grain's
 - `tfds:NAME`: a TensorFlow Datasets entry read without TensorFlow (`tfds.data_source`).
 
 Each is registered by name (`register`); a family may register more image sources when
-it is imported.
+it is imported. In-memory sources name their classes (`class_names`, lowercase English), which
+`gen.core.data.captions` turns into words.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ class DataError(RuntimeError):
 
 
 class ArraySource:
-  """Images and labels held in memory."""
+  """Images and labels held in memory; `class_names[label]` names a class (empty: unnamed)."""
 
-  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, name: str):
+  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int, name: str,
+               class_names: tuple[str, ...] = ()):
     assert images.ndim == 4 and images.dtype == np.uint8, (images.shape, images.dtype)
     assert len(images) == len(labels)
+    assert not class_names or len(class_names) == num_classes, (class_names, num_classes)
     self.images, self.labels = images, labels.astype(np.int32)
-    self.num_classes, self.name = num_classes, name
+    self.num_classes, self.name, self.class_names = num_classes, name, tuple(class_names)
 
   @property
   def shape(self) -> tuple[int, int, int]:
@@ -52,6 +55,7 @@ class ArraySource:
 # ------------------------------------------------------------------------------ digits
 
 DIGITS_TEST_SIZE = 297  # 1797 images: 1500 train, 297 test (fixed permutation).
+DIGIT_NAMES = tuple("0123456789")
 
 
 def digits(split: str) -> ArraySource:
@@ -64,7 +68,7 @@ def digits(split: str) -> ArraySource:
   idx = {"train": perm[DIGITS_TEST_SIZE:], "test": perm[:DIGITS_TEST_SIZE]}
   if split not in idx:
     raise DataError(f"digits has splits 'train' and 'test', not '{split}'")
-  return ArraySource(images[idx[split]], d.target[idx[split]], 10, f"digits/{split}")
+  return ArraySource(images[idx[split]], d.target[idx[split]], 10, f"digits/{split}", DIGIT_NAMES)
 
 
 # --------------------------------------------------------------------------------- IDX
@@ -75,6 +79,10 @@ _IDX_FILES = {
 }
 _IDX_FOLDERS = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
 _IDX_SIZES = {"train": 60000, "test": 10000}
+# Fashion-MNIST's classes as its paper names them ("T-shirt/top" ... "Ankle boot"), lowercase.
+CLASS_NAMES = {"mnist": DIGIT_NAMES,
+               "fashion_mnist": ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal",
+                                 "shirt", "sneaker", "bag", "ankle boot")}
 
 
 def _read_gz(path: str) -> bytes:
@@ -143,7 +151,7 @@ def idx_dataset(name: str, split: str, data_dir: str = "") -> ArraySource:
     raise DataError(f"{img_file} has {len(images)} images but {lbl_file} has {len(labels)} labels")
   if len(images) != _IDX_SIZES[split]:
     raise DataError(f"{img_file}: expected {_IDX_SIZES[split]} images, found {len(images)}")
-  return ArraySource(images[..., None], labels, 10, f"{name}/{split}")
+  return ArraySource(images[..., None], labels, 10, f"{name}/{split}", CLASS_NAMES[name])
 
 
 # -------------------------------------------------------------------------------- TFDS
