@@ -258,3 +258,40 @@ def test_prompt_on_an_unconditional_run_is_refused(tmp_path, capsys):
   capsys.readouterr()
   rc = cli.main(["sample", f"--workdir={workdir}", "--prompt=a red 3"])
   assert_one_line_error(rc, capsys.readouterr().err, "sample", "--prompt")
+
+
+@pytest.fixture(scope="module")
+def glyph_judge(tmp_path_factory):
+  """A judge of captioned scenes of made-up glyphs (`captions:glyphs`), trained 4 steps."""
+  from test_captions import _register, _train_judge
+
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    _register(monkeypatch)
+    return _train_judge(tmp_path_factory.mktemp("judge"))
+
+
+def test_train_sample_and_judge_end_to_end(tmp_path, glyph_judge, capsys, monkeypatch):
+  """On captioned scenes of made-up glyphs: a text_denoiser trains 2 steps, `gen sample
+  --prompt` draws a caption of the dataset, and `gen eval --metric=captions` scores it with a
+  judge at two guidance scales, one compiled sampler for all."""
+  from test_captions import _register, check_eval
+
+  from gen.core.data import load
+  from gen.eval import captions as captions_eval
+
+  _register(monkeypatch)
+  workdir = str(tmp_path / "run")
+  c = tiny_config(**{"data.name": "captions:glyphs", "model.text.max_length": 32,
+                     "model.text.tokenizer_captions": 200, "model.dit.patch": 8})
+  train_lib.train(c, workdir, handle_signals=False)
+  prompt = load("captions:glyphs", "test").caption(0)
+  out = str(tmp_path / "grid.png")
+  assert cli.main(["sample", f"--workdir={workdir}", f"--prompt={prompt}", "--guidance=2",
+                   "--num=2", f"--out={out}"]) == 0
+  result = check_eval(captions_eval.load_run(workdir), captions_eval.load_judge(glyph_judge),
+                      guidance=(0.0, 2.0), num=8, batch=8)
+  assert result["rows"]["test", 2.0]["num"] == 8
+  capsys.readouterr()
+  assert cli.main(["eval", f"--workdir={workdir}", "--metric=captions", f"--judge={glyph_judge}",
+                   "--guidance=1", "--num_samples=4", "--batch_size=4"]) == 0
+  assert "test_held_out" in capsys.readouterr().out

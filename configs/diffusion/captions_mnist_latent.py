@@ -18,12 +18,14 @@ Wall time: 21 min 5 s for 2000 steps at batch 32 (1.6-3.2 steps/s logged), compi
            evals and samples included; plus the autoencoder's 12 min 27 s. 4,692,868 params
            (text encoder and UNet).
 Result:    1000 test scenes, EMA params, step 2000: EDM loss 0.212 in latent space, x0_mse
-           0.028 (step 1000: 0.243, 0.033). The judge (`gen eval --metric=captions`, 100
-           captions per split, dpmpp_2m 20 steps), faithful / colours all right / positions
-           all right: guidance 0: 0.00 / 0.01 / 0.23; 1: 0.03 / 0.18 / 0.33; 2: 0.01 / 0.22 /
-           0.36; 4: 0.01 / 0.26 / 0.39 on seen compositions, and 0.00-0.01 / 0.22 / 0.35 held
-           out (the judge on real scenes: 0.98). The samples (docs/images/
-           captions-mnist-latent-g3.png) take the prompt's colours and sizes and often its
+           0.028 (step 1000: 0.243, 0.033). The judge (`gen eval --metric=captions` with
+           gen.classifier.configs.captions_mnist, 100 captions per split, dpmpp_2m 20 steps),
+           faithful / colours all right / positions all right: guidance 0: 0.00 / 0.01 / 0.22;
+           1: 0.03 / 0.17 / 0.32; 2: 0.03 / 0.21 / 0.31; 4: 0.03 / 0.25 / 0.37 on seen
+           compositions, and 0.00 / 0.21-0.22 / 0.32-0.35 held out (the judge on real scenes:
+           0.98). With --config.model.text.encoder=clip (25 min, shared): within noise of it.
+           The samples (docs/images/captions-mnist-latent-g3.png) take the prompt's colours
+           and sizes and often its
            layout; the glyphs are stroke-like but rarely the right digit, and two differently
            coloured objects often blend into one colour. Far from the 90% target: a CPU-budget
            run, not converged (the loss still falls).

@@ -408,6 +408,23 @@ class CaptionSource:
     objects, _, rng = self._draw(int(i))
     return describe(objects, self.names, rng)
 
+  @property
+  def vocabulary(self) -> tuple[str, ...]:
+    """Every word a caption of this source can hold: `WORDS` less the identity and kind words
+    of classes it does not have (a tokenizer trained on its captions adds these, so that it
+    knows every word of the test captions)."""
+    def words_of(names):
+      kinds = {kind_of(n) for n in names}
+      return ({w for n in names for p in IDENTITY_WORDS[n] for w in words(p)}
+              | {w for k in kinds for p in KIND_WORDS[k] for w in words(p)})
+
+    everyone = {w for k, ps in _phrases().items() if k not in ("identity", "kind") for p in ps
+                for w in words(p)}
+    everyone |= {w for t in NOUN_PHRASES + ONE_OBJECT + TWO_OBJECTS for w in _literal_words(t)}
+    absent = (words_of([n for n in IDENTITY_WORDS if n not in self.names]) - words_of(self.names)
+              - everyone)
+    return tuple(w for w in WORDS if w not in absent)
+
   def parse(self, caption: str) -> list[Object]:
     """`parse(caption, self.names)`."""
     return parse(caption, self.names)
