@@ -2,7 +2,8 @@
 data and the text encoders.
 
 - `WordTokenizer`: a `tokenizers` WordLevel model trained on the training split's captions
-  and the source's `vocabulary` (lowercased, split on whitespace and punctuation), with `[PAD]`, `[UNK]`, `[BOS]` and `[EOS]`.
+  and the source's `caption_words` (lowercased, split on whitespace and punctuation), with
+  `[PAD]`, `[UNK]`, `[BOS]` and `[EOS]`.
   A prompt becomes `[BOS] words [EOS]` padded with `[PAD]` to `model.text.max_length` ids.
   **Unknown words are refused**, not mapped to `[UNK]`: a prompt with a word the tokenizer never
   saw in training raises a ValueError that names the words (the model cannot have learned what
@@ -172,11 +173,11 @@ class _Captioned:
 @functools.lru_cache(maxsize=4)
 def _train_tokenizer(name: str, split: str, data_dir: str, n: int, max_length: int
                      ) -> WordTokenizer:
-  """The tokenizer of the first `n` training captions and the source's `vocabulary` (every
+  """The tokenizer of the first `n` training captions and the source's `caption_words` (every
   word its captions can hold, when it says): deterministic, so a resumed run, its evals and
   `gen sample` rebuild the same one (the spec holds it too)."""
   source = sources.load(name, split, data_dir)
-  texts = captions_of(source, n) + [" ".join(getattr(source, "vocabulary", ()))]
+  texts = captions_of(source, n) + [" ".join(getattr(source, "caption_words", ()))]
   return WordTokenizer.train(texts, max_length)
 
 

@@ -409,7 +409,7 @@ class CaptionSource:
     return describe(objects, self.names, rng)
 
   @property
-  def vocabulary(self) -> tuple[str, ...]:
+  def caption_words(self) -> tuple[str, ...]:
     """Every word a caption of this source can hold: `WORDS` less the identity and kind words
     of classes it does not have (a tokenizer trained on its captions adds these, so that it
     knows every word of the test captions)."""
