@@ -272,7 +272,7 @@ def test_gqa_cache_holds_the_key_value_heads():
   _, config, spec, _ = _read("llama")
   model = lm.parts(config, spec)
   cache = model.init_cache(3)
-  assert len(cache) == 2 and cache[0]["k"].shape == (3, 2, 64, 16)  # Not 6 heads of 8.
+  assert len(cache) == 2 and cache[0]["k"].shape == (3 * 2, 64, 16)  # Not 6 heads of 8.
   assert model.cache_bytes(3) == sum(x.nbytes for c in cache for x in c.values())
   assert "2 key/value heads (shared by 6 query heads) x 64 positions x 16" in \
       lm.cache_line(model, 3)

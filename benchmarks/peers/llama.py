@@ -12,6 +12,12 @@ transformers' with its dynamic cache. Each decodes greedily from a 1-token promp
 `--new_tokens` tokens: ours in one compiled loop, theirs with `generate` and
 `min_new_tokens = max_new_tokens`, so that neither stops early. Each pair is timed in turns;
 `ratio` is our throughput over theirs.
+
+`bound_tokens_per_s` is the memory bound on decoding at that batch: the batch over the time
+of one compiled program that reads every weight once (a sum of each parameter array), timed
+in the same turns. A decoding step reads every weight at least once, so no program on this
+machine decodes faster; `bound_ratio` is that bound over transformers' throughput, the
+highest `ratio` any implementation could reach here.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import argparse
 
 import compare
 import torch
+import jax
+import jax.numpy as jnp
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import measure
@@ -86,16 +94,22 @@ def main(argv=None):
   out = {"shape": {k: v for k, v in a.items() if k not in ("kind", "arch", "config_ids")},
          **measure.device_info(), **versions, "peak": peak}
   model = theirs(a)
+  params = sampling.init_params(pipe, spec)
+  read_all = jax.jit(lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p)))
+  out["weight_bytes"] = sum(x.nbytes for x in jax.tree.leaves(params))
   decode = []
   for bench in sampling.benches(config, spec, pipe, [int(b) for b in args.batch.split(",")],
                                 new_tokens=args.new_tokens):
     m = bench.meta
     t = compare.alternate({"ours": bench.run,
-                           "theirs": generate_fn(model, m["batch"], m["new_tokens"])},
+                           "theirs": generate_fn(model, m["batch"], m["new_tokens"]),
+                           "read": lambda: read_all(params)},
                           args.repeats)
     row = bench.result(t["ours"], peak)
     row["transformers_tokens_per_s"] = bench.items / t["theirs"]
     row["ratio"] = t["theirs"] / t["ours"]
+    row["bound_tokens_per_s"] = m["batch"] / t["read"]
+    row["bound_ratio"] = row["bound_tokens_per_s"] / row["transformers_tokens_per_s"]
     decode.append(row)
   out["decode"] = decode
   measure.report(out, args.json)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from gen.nn.attention import cached_attention, init_cache
+from gen.nn.attention import cached_attention, init_cache, write_cache
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -112,19 +112,6 @@ def rope(x: jax.Array, positions: jax.Array, freq: jax.Array) -> jax.Array:
   return out.astype(x.dtype)
 
 
-def grouped_cached_attention(q: jax.Array, keys: jax.Array, values: jax.Array,
-                             mask: jax.Array) -> jax.Array:
-  """`cached_attention` for grouped queries: q [B, S, heads, hd] against a cache of
-  [B, kv_heads, max_len, hd]; query head i reads key/value head i // (heads / kv_heads)."""
-  b, s, h, d = q.shape
-  kv = keys.shape[1]
-  qg = q.reshape(b, s, kv, h // kv, d)
-  logits = jnp.einsum("bskgd,bktd->bkgst", qg, keys).astype(jnp.float32) * d ** -0.5
-  logits = jnp.where(mask[None, None, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-  return jnp.einsum("bkgst,bktd->bskgd", probs, values).reshape(b, s, h, d)
-
-
 class Attention(nn.Module):
   """Causal self-attention with an explicit cache (see gen.nn.attention), grouped-query.
 
@@ -174,14 +161,11 @@ class Attention(nn.Module):
       y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
       new_cache = None
     else:
-      start = positions[0]
-      write = lambda c, new: jax.lax.dynamic_update_slice(  # noqa: E731
-          c, new.transpose(0, 2, 1, 3).astype(c.dtype), (0, 0, start, 0))
-      keys, values = write(cache["k"], k), write(cache["v"], v)  # [B, kv_heads, max_len, hd]
+      keys = write_cache(cache["k"], k, positions[0])  # [B * kv_heads, max_len, hd]
+      values = write_cache(cache["v"], v, positions[0])
       # Query i (at positions[i]) sees cached slots 0..positions[i]; later slots are stale.
-      mask = jnp.arange(keys.shape[2])[None, :] <= positions[:, None]  # [S, max_len]
-      attend = cached_attention if kv == h else grouped_cached_attention
-      y = attend(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
+      mask = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [S, max_len]
+      y = cached_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
       new_cache = {"k": keys, "v": values}
     y = nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
                         param_dtype=self.param_dtype, kernel_init=self.out_init, name="out")(y)
@@ -350,7 +334,7 @@ class GPT(nn.Module):
     return logits.astype(jnp.float32), (None if cache is None else new_cache)
 
   def init_cache(self, batch: int):
-    """Keys and values of every layer: [batch, kv_heads, max_len, head_dim] each."""
+    """Keys and values of every layer: [batch * kv_heads, max_len, head_dim] each."""
     return init_cache(batch, self.max_len, self.num_layers, self.kv_heads, self.head_width,
                       DTYPES[self.dtype])
 

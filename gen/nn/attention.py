@@ -3,10 +3,16 @@
 Attention goes through `jax.nn.dot_product_attention`, so GPUs get the fused cuDNN kernel
 where shapes and dtypes allow and other backends the XLA reference. The cache is plain
 state passed in and returned (no mutable Flax collections): `{"k", "v"}` arrays of shape
-`[B, heads, max_len, head_dim]`, written at the absolute positions of the new tokens. That
-head-major layout is the one the attention matmuls contract over, so decoding reads the
-cache in place; a `[B, max_len, heads, head_dim]` cache made XLA copy it into this order in
-every layer at every token.
+`[B * kv_heads, max_len, head_dim]` (row `b * kv_heads + j` holds head j of sequence b),
+written at the absolute positions of the new tokens.
+
+That layout is the one the attention matmuls take as it is: one batch dimension, keys
+contracted over their last axis, values over their positions. Decoding then updates the
+cache in place and reads it where it lies. Two other layouts cost a copy of every layer's
+cache at every token: `[B, max_len, heads, head_dim]` (XLA transposes it for the matmul),
+and `[B, heads, max_len, head_dim]` (XLA merges the two batch dimensions with a reshape,
+which split the in-place update into two updates of separate copies inside the decoding
+loop; 13% of SmolLM-135M's decoding time on the 2-core CPU of `benchmarks/RESULTS.md`).
 """
 
 from __future__ import annotations
@@ -32,25 +38,39 @@ def rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Arr
 
 def init_cache(batch: int, max_len: int, num_layers: int, num_heads: int, head_dim: int,
                dtype=jnp.float32) -> list[dict[str, jax.Array]]:
-  """An empty cache for `num_layers` attention layers."""
-  z = jnp.zeros((batch, num_heads, max_len, head_dim), dtype)
+  """An empty cache for `num_layers` attention layers with `num_heads` key/value heads."""
+  z = jnp.zeros((batch * num_heads, max_len, head_dim), dtype)
   return [{"k": z, "v": z} for _ in range(num_layers)]
+
+
+def write_cache(cache: jax.Array, new: jax.Array, start) -> jax.Array:
+  """`cache` [B * heads, max_len, hd] with `new` [B, S, heads, hd] written at start..start+S-1."""
+  b, s, h, d = new.shape
+  rows = new.transpose(0, 2, 1, 3).reshape(b * h, s, d).astype(cache.dtype)
+  return jax.lax.dynamic_update_slice(cache, rows, (0, start, 0))
 
 
 def cached_attention(q: jax.Array, keys: jax.Array, values: jax.Array,
                      mask: jax.Array) -> jax.Array:
-  """Attention of new queries to a head-major cache.
+  """Attention of new queries to a cache, with grouped queries where it has fewer heads.
 
-  q: [B, S, heads, head_dim]; keys, values: [B, heads, max_len, head_dim]; mask: [S, max_len]
-  (True where a query may look). Returns [B, S, heads, head_dim]. The same math as
-  `jax.nn.dot_product_attention` (scaled by 1/sqrt(head_dim), softmax in float32), written
-  as two einsums so the cache is contracted in its own layout.
+  q: [B, S, heads, head_dim]; keys, values: [B * kv_heads, max_len, head_dim] (see the
+  module docstring), where query head i reads key/value head i // (heads / kv_heads);
+  mask: [S, max_len] (True where a query may look). Returns [B, S, heads, head_dim]. The
+  same math as `jax.nn.dot_product_attention` (scaled by 1/sqrt(head_dim), softmax in
+  float32), written as two batched matmuls that take the cache in its own layout.
   """
-  scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum("bshd,bhtd->bhst", q, keys).astype(jnp.float32) * scale
+  b, s, h, d = q.shape
+  kv = keys.shape[0] // b
+  g = h // kv
+  # [B * kv, g * S, hd]: each key/value head's queries, as the rows of one matmul.
+  qg = q.reshape(b, s, kv, g, d).transpose(0, 2, 3, 1, 4).reshape(b * kv, g * s, d)
+  logits = jnp.einsum("nqd,ntd->nqt", qg, keys).astype(jnp.float32) * d ** -0.5
+  logits = logits.reshape(b * kv, g, s, -1)
   logits = jnp.where(mask[None, None], logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-  return jnp.einsum("bhst,bhtd->bshd", probs, values)
+  probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype).reshape(b * kv, g * s, -1)
+  y = jnp.einsum("nqt,ntd->nqd", probs, values)
+  return y.reshape(b, kv, g, s, d).transpose(0, 3, 1, 2, 4).reshape(b, s, h, d)
 
 
 class CausalSelfAttention(nn.Module):
@@ -85,12 +105,10 @@ class CausalSelfAttention(nn.Module):
       y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
       new_cache = None
     else:
-      start = positions[0]
-      write = lambda c, new: jax.lax.dynamic_update_slice(  # noqa: E731
-          c, new.transpose(0, 2, 1, 3).astype(c.dtype), (0, 0, start, 0))
-      keys, values = write(cache["k"], k), write(cache["v"], v)  # [B, heads, max_len, hd]
+      keys = write_cache(cache["k"], k, positions[0])  # [B * heads, max_len, hd]
+      values = write_cache(cache["v"], v, positions[0])
       # Query i (at positions[i]) sees cached slots 0..positions[i]; later slots are stale.
-      mask = jnp.arange(keys.shape[2])[None, :] <= positions[:, None]  # [S, max_len]
+      mask = jnp.arange(keys.shape[1])[None, :] <= positions[:, None]  # [S, max_len]
       y = cached_attention(q, keys.astype(q.dtype), values.astype(q.dtype), mask)
       new_cache = {"k": keys, "v": values}
     y = nn.DenseGeneral(width, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
