@@ -17,8 +17,13 @@ In order, each compiled once and timed with the median of a few calls (`measure`
    DPM-Solver++(2M) 20 steps with classifier-free guidance at batch 1 and 4, the text
    encoder, the guided loop and the VAE decode in one program: images/s and the fraction
    of the bf16 matmul peak (no goal yet);
-6. the `gpu`-marked tests (tests/test_gpu.py) in a child pytest;
-7. every figure in DIR/gpu.json and a table in DIR/gpu.md (goals met or missed), both
+6. Llama-3.2-1B's shape (16 layers, width 2048, 32 query heads sharing 8 key/value heads,
+   SwiGLU 8192, vocabulary 128256, tied embeddings, llama3 RoPE scaling; random weights,
+   as `gen import` builds that config.json), bf16: decoding at batch 1 and 64 over a
+   1024-position cache, tokens/s and the fraction of the bandwidth roofline; its train step
+   (batch 8 x 1024, AdamW, float32 params), tokens/s and MFU (no goals yet);
+7. the `gpu`-marked tests (tests/test_gpu.py) in a child pytest;
+8. every figure in DIR/gpu.json and a table in DIR/gpu.md (goals met or missed), both
    rewritten after each step so that a run cut short keeps what it measured. DIR is
    --out, else $OUT, else runs/gpu.
 
@@ -31,8 +36,8 @@ its cache with two einsums (`gen.nn.attention.cached_attention`), not this funct
 Figures (see benchmarks/README.md): `frac_roofline` divides decoding's tokens/s by the
 tokens/s the measured copy bandwidth allows when each step reads only what it must: every
 weight once in the compute dtype (one row of the position table) and each row's
-key/value cache up to its position, on average over the run. `mfu` is model FLOPs over
-the matmul peak: for the LM 6 N + 12 L T d per token (`train_step.py`), for a sampler
+key/value cache (its key/value heads) up to its position, on average over the run. `mfu` is model FLOPs over
+the matmul peak: for the LMs 6 N + 12 L T d per token (d: heads x head width) (`train_step.py`), for a sampler
 the network's FLOPs on one batch (XLA's count of the program with XLA attention) times
 the network evaluations. XLA's own counts (`frac_peak_flops`, `frac_peak_bytes`) are in
 the JSON too; they miss what runs in cuDNN's custom calls.
@@ -63,12 +68,14 @@ ROOT = os.path.dirname(HERE)
 LM_CONFIG = os.path.join(ROOT, "configs", "lm", "gpt2_124m.py")
 DIFFUSION_CONFIG = os.path.join(ROOT, "configs", "diffusion", "cifar10.py")
 FULL = {"decode_batches": (1, 64), "train_batch": 0, "sample_batch": 256, "ddim_steps": 50,
-        "repeats": 3, "peaks": {}, "sd": {"size": 512, "batches": (1, 4), "steps": 20}}
+        "repeats": 3, "peaks": {}, "sd": {"size": 512, "batches": (1, 4), "steps": 20},
+        "llama_seq": 1024, "llama_decode_batches": (1, 64), "llama_train_batch": 8}
 # The same code at shapes that compile and run in seconds on a CPU (8x8 images for the
 # diffusion models: the CIFAR-10 shape's convolutions compile slowly on XLA:CPU).
 SMOKE = {"decode_batches": (1, 4), "train_batch": 2, "sample_batch": 4, "ddim_steps": 3,
          "repeats": 1, "peaks": {"n": 256, "mib": 4, "repeats": 1},
-         "sd": {"size": 16, "batches": (1,), "steps": 2}}
+         "sd": {"size": 16, "batches": (1,), "steps": 2},
+         "llama_seq": 16, "llama_decode_batches": (1, 4), "llama_train_batch": 2}
 # Stable Diffusion's networks at tiny sizes for --smoke (model.text_to_image keys).
 SMOKE_SD = {
     "text_encoder": {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
@@ -86,6 +93,19 @@ SMOKE_DIFFUSION = {"data.name": "digits", "model.unet.channels": 8,
                    "model.unet.attn_resolutions": (),
                    "model.unet.heads": 2, "model.unet.groups": 4, "model.dit.dim": 16,
                    "model.dit.depth": 1, "model.dit.heads": 2, "model.dit.patch": 4}
+# Llama-3.2-1B's config.json, as gen.lm.hf_llama.read_config gives it; tiny for --smoke.
+LLAMA_1B = {"kind": "llama", "arch": "LlamaForCausalLM", "vocab_size": 128256,
+            "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+            "max_position_embeddings": 131072, "norm_eps": 1e-5, "tied": True,
+            "use_bias": False, "qkv_bias": False, "rope_theta": 500000.0,
+            "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                             "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 8192},
+            "config_ids": {}}
+SMOKE_LLAMA = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "head_dim": 8}
 # (section, row selector, figure, goal): the accelerator goals of benchmarks/README.md.
 GOALS = [("decode", {"batch": 1}, "frac_roofline", 0.60),
          ("train", {}, "mfu", 0.50),
@@ -93,7 +113,8 @@ GOALS = [("decode", {"batch": 1}, "frac_roofline", 0.60),
          ("sample_dit", {}, "mfu", 0.50)]
 TITLES = {"decode": "GPT-2-124M decoding", "train": "GPT-2-124M train step",
           "sample_unet": "CIFAR-10 UNet, DDIM", "sample_dit": "CIFAR-10 DiT, DDIM",
-          "sample_sd": "Stable Diffusion 1.5 shapes, text to image"}
+          "sample_sd": "Stable Diffusion 1.5 shapes, text to image",
+          "llama_decode": "Llama-3.2-1B decoding", "llama_train": "Llama-3.2-1B train step"}
 GRAIN_STUB = '''"""Placeholder for grain: gen's benchmarks read no data (benchmarks/gpu.py)."""
 
 
@@ -204,8 +225,9 @@ def decode_roofline(config, spec, params, row: dict, peak: dict) -> dict:
   weights = sum(x.size for x in _leaves(params))
   if m.positions == "learned":
     weights -= (ctx - 1) * m.width  # One row of the position table per step.
+  kv_width = (m.num_kv_heads or m.num_heads) * (m.head_dim or m.width // m.num_heads)
   mean_pos = row["prompt_len"] + (row["new_tokens"] + 1) / 2  # Positions attended to.
-  step_bytes = itemsize * (weights + row["batch"] * 2 * m.num_layers * m.width * mean_pos)
+  step_bytes = itemsize * (weights + row["batch"] * 2 * m.num_layers * kv_width * mean_pos)
   roofline = row["batch"] * peak["copy_bytes_per_s"] / step_bytes
   return {"min_bytes_per_token": step_bytes / row["batch"], "roofline_tokens_per_s": roofline,
           "frac_roofline": row["tokens_per_s"] / roofline}
@@ -226,14 +248,31 @@ def init_params(pipe, spec):
   return pipe.sample_params(state)
 
 
-def step_decode(run):
+def llama_parts(run):
+  """(config, spec, pipeline) of Llama-3.2-1B's shape in bf16, float32 params; tiny for
+  --smoke."""
+  from gen.lm import hf_llama, make
+  from gen.lm.data import token_spec
+
+  a = {**LLAMA_1B, **(SMOKE_LLAMA if run.smoke else {})}
+  seq = run.shapes["llama_seq"]
+  config = hf_llama.workdir_config(a, seq)
+  config.model.dtype = "bfloat16"
+  config.data.batch_size = run.shapes["llama_train_batch"]
+  config.sample.temperature, config.sample.top_k = 0.0, 0  # Greedy.
+  spec = token_spec(seq, vocab_size=a["vocab_size"])
+  return config, spec, make(config, spec)
+
+
+def step_decode(run, llama: bool = False):
   import measure
   import sampling
 
-  config, spec, pipe = measure.load(LM_CONFIG, run.lm_overrides())
+  config, spec, pipe = llama_parts(run) if llama else measure.load(LM_CONFIG,
+                                                                   run.lm_overrides())
   params = init_params(pipe, spec)
   rows, sc = [], config.sample
-  for batch in run.shapes["decode_batches"]:
+  for batch in run.shapes["llama_decode_batches" if llama else "decode_batches"]:
     bench, note = with_attention(lambda b=batch: sampling.lm(
         pipe, config, spec, params, b, spec.shape[0] - 1, 1, temperature=sc.temperature,
         top_k=sc.top_k, top_p=sc.top_p))
@@ -249,11 +288,12 @@ def step_decode(run):
   return rows
 
 
-def step_train(run):
+def step_train(run, llama: bool = False):
   import measure
   import train_step
 
-  config, spec, pipe = measure.load(LM_CONFIG, run.lm_overrides())
+  config, spec, pipe = llama_parts(run) if llama else measure.load(LM_CONFIG,
+                                                                   run.lm_overrides())
   bench, note = with_attention(
       lambda: train_step.bench(config, spec, pipe, run.shapes["train_batch"] or None))
   seconds = measure.median_time(bench.run, run.repeats)
@@ -474,18 +514,18 @@ def markdown(report: dict) -> str:
   lines += ["| workload | setting | throughput | figure | value | goal | status |",
             "|---|---|---|---|---|---|---|"]
   goals = {(g["section"], json.dumps(g["where"])): g for g in report["goals"]}
-  for section in ("decode", "train", "sample_unet", "sample_dit", "sample_sd"):
+  for section in TITLES:
     rows = res.get(section)
     if not isinstance(rows, list):
       err = rows.get("error", "not run") if isinstance(rows, dict) else "not run"
       lines.append(f"| {TITLES[section]} | - | - | - | - | - | error: {err} |")
       continue
     for r in rows:
-      if section == "decode":
+      if section in ("decode", "llama_decode"):
         setting, thr = f"batch {r['batch']}, {r['new_tokens']} tokens", \
             f"{_g(r['tokens_per_s'])} tokens/s"
         figure, value = "frac_roofline", r["frac_roofline"]
-      elif section == "train":
+      elif section in ("train", "llama_train"):
         setting = f"batch {r['batch']} x {r['seq_len']}, attention {r['attention']}"
         thr, figure, value = f"{_g(r['tokens_per_s'])} tokens/s", "mfu", r["mfu"]
       elif section == "sample_sd":
@@ -526,7 +566,8 @@ def markdown(report: dict) -> str:
 STEPS = {"decode": step_decode, "train": step_train,
          "sample_unet": lambda r: step_sample(r, "unet"),
          "sample_dit": lambda r: step_sample(r, "dit"), "sample_sd": step_sd,
-         "tests": step_tests}
+         "llama_decode": lambda r: step_decode(r, llama=True),
+         "llama_train": lambda r: step_train(r, llama=True), "tests": step_tests}
 
 
 class Run:

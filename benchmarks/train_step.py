@@ -26,7 +26,8 @@ def lm_flops_per_token(config, params) -> float:
   n = sum(x.size for x in jax.tree.leaves(params))
   if m.positions == "learned":
     n -= t * m.width
-  return 6 * n + 12 * m.num_layers * t * m.width
+  attn_width = m.num_heads * (m.get("head_dim", 0) or m.width // m.num_heads)
+  return 6 * n + 12 * m.num_layers * t * attn_width
 
 
 def bench(config, spec, pipe, batch: int | None = None) -> measure.Bench:

@@ -210,6 +210,15 @@ def test_gpu_script_smoke(tmp_path):
   assert (sd["batch"], sd["steps"], sd["dtype"]) == (1, 2, "bfloat16")
   assert sd["images_per_s"] > 0 and 0 < sd["mfu"] and sd["model_flops_per_item"] > 2 * sd[
       "unet_flops_per_call"]
+  # Llama-3.2-1B's shape (tiny here: 2 layers, 4 query heads sharing 2 key/value heads of
+  # 8): the cache bytes a step must read count the 2 key/value heads, not the 4 query heads.
+  l1, l4 = res["llama_decode"]
+  assert (l1["batch"], l4["batch"], l1["new_tokens"]) == (1, 4, 15)
+  mean_pos = 1 + 16 / 2
+  cache = (4 * l4["min_bytes_per_token"] - l1["min_bytes_per_token"]) / 3  # Bytes a row.
+  assert cache == pytest.approx(2 * 2 * 2 * 8 * mean_pos * 2)
+  (lt,) = res["llama_train"]
+  assert (lt["batch"], lt["seq_len"]) == (2, 16) and lt["mfu"] > 0 and lt["tokens_per_s"] > 0
   tests = res["tests"]
   assert tests["returncode"] == 0 and tests["skipped"] == len(tests["tests"]) >= 4
   assert {t["test"].split("[")[0] for t in tests["tests"]} >= {
