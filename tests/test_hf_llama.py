@@ -659,6 +659,63 @@ def test_export_gpt2_round_trips(tmp_path):
   assert hf.read_tokenizer(str(tmp_path), a2).to_json() == spec.extra["tokenizer"]
 
 
+CHAR_TEXTS = ["First Citizen:\nBefore we proceed, hear me speak.", "  \n\nAll: Speak, speak!  "]
+BYTE_TEXTS = CHAR_TEXTS + ["héllo wörld, 日本語\t\r\n", "\x00\x7f end"]
+
+
+@pytest.mark.parametrize("kind", ["char", "byte"])
+def test_export_char_and_byte_tokenizers(kind, tmp_path):
+  """A gen model with gen's own char or byte tokenizer exports a tokenizer.json that the
+  `tokenizers` library runs with gen's ids and decodings, and the folder imports back to the
+  same params and the same ids."""
+  from tokenizers import Tokenizer
+
+  from gen.lm import hf_export
+  from gen.lm.data import token_spec
+  from gen.lm.data.tokenizers import ByteTokenizer, CharTokenizer
+
+  tok = CharTokenizer.build("".join(CHAR_TEXTS)) if kind == "char" else ByteTokenizer()
+  texts = CHAR_TEXTS if kind == "char" else BYTE_TEXTS
+  config = _read("llama")[1]
+  spec = token_spec(32, tok)
+  params = lm.parts(config, spec).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  summary = hf_export.write(config, spec, params, str(tmp_path))
+  assert "tokenizer: tokenizer.json, tokenizer_config.json" in summary, summary
+  theirs = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+  for text in texts:
+    ids = tok.encode(text)
+    assert theirs.encode(text).ids == ids, text
+    assert theirs.decode(ids) == text
+  _, config2, spec2, _, params2 = hf_llama.read(str(tmp_path))
+  jax.tree.map(np.testing.assert_array_equal, params2, params)
+  assert spec2.extra["vocab_size"] == tok.vocab_size
+  for text in texts:
+    assert tokenizer_of(spec2).encode(text) == tok.encode(text), text
+
+
+@peers
+@pytest.mark.parametrize("kind", ["char", "byte"])
+def test_peers_exported_char_and_byte_tokenizers_load_in_transformers(kind, tmp_path):
+  """transformers' AutoTokenizer loads the exported char / byte tokenizer and gives gen's ids
+  and decodings."""
+  from transformers import AutoTokenizer
+
+  from gen.lm import hf_export
+  from gen.lm.data import token_spec
+  from gen.lm.data.tokenizers import ByteTokenizer, CharTokenizer
+
+  tok = CharTokenizer.build("".join(CHAR_TEXTS)) if kind == "char" else ByteTokenizer()
+  config = _read("llama")[1]
+  spec = token_spec(32, tok)
+  params = lm.parts(config, spec).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+  hf_export.write(config, spec, params, str(tmp_path))
+  theirs = AutoTokenizer.from_pretrained(str(tmp_path))
+  for text in CHAR_TEXTS if kind == "char" else BYTE_TEXTS:
+    ids = tok.encode(text)
+    assert theirs(text)["input_ids"] == ids, text
+    assert theirs.decode(ids) == text
+
+
 @pytest.mark.parametrize("edit, needle", [
     ({"norm": "layernorm"}, "model.norm='layernorm' cannot be exported"),
     ({"mlp": "gelu"}, "model.mlp='gelu' cannot be exported"),

@@ -15,8 +15,12 @@ dtype), plus its tokenizer when it has a transformers form. `AutoModelForCausalL
 
 Any other model is refused, and the error names the key that does not fit. The tokenizer is
 written as `tokenizer.json` (an imported one) or as `vocab.json` / `merges.txt` (GPT-2's
-byte-level BPE). A char, byte or SentencePiece tokenizer trained by gen has no such file, and
-the export says so.
+byte-level BPE). gen's `char` and `byte` tokenizers are written as a `tokenizer.json` that
+the `tokenizers` library (and so transformers' `PreTrainedTokenizerFast`) runs with the same
+ids: a BPE model without merges over the characters (char: each character its id, no
+pre-tokenizer, the pieces fused on decoding) or over GPT-2's byte-to-character table (byte:
+each UTF-8 byte its value, byte-level pre-tokenizer and decoder). A SentencePiece tokenizer
+trained by gen has no such file, and the export says so.
 """
 
 from __future__ import annotations
@@ -222,11 +226,49 @@ def model_config(m, kind: str, vocab_size: int, context: int, dtype: str, ids: d
   return d
 
 
+def char_level_tokenizer(tok):
+  """A `tokenizers.Tokenizer` giving gen's `char` or `byte` tokenizer's ids (see the module
+  docstring), or None for another kind."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+  if tok.name == "char":
+    t = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(tok.vocab)}, merges=[]))
+    t.decoder = decoders.Fuse()
+    return t
+  if tok.name == "byte":
+    table = pre_tokenizers.ByteLevel.alphabet()  # GPT-2's 256 byte characters, unordered.
+    chars = {ord(c): c for c in table}
+    # GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the others for
+    # 256, 257, ... in byte order.
+    printable = [b for b in range(256) if b in chars and chr(b) == chars[b]]
+    order, n = {}, 0
+    for b in range(256):
+      if b in printable:
+        order[chr(b)] = b
+      else:
+        order[chr(256 + n)] = b
+        n += 1
+    if set(order) != set(table):
+      raise InputError("the tokenizers library's byte-level alphabet is not GPT-2's")
+    t = Tokenizer(models.BPE(vocab=order, merges=[]))
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    t.decoder = decoders.ByteLevel()
+    return t
+  return None
+
+
 def write_tokenizer(tok, folder: str) -> list[str]:
   """The tokenizer's transformers files in `folder` (their names; none for a kind without
   them)."""
   if tok is None:
     return []
+  char_level = char_level_tokenizer(tok)
+  if char_level is not None:
+    char_level.save(os.path.join(folder, "tokenizer.json"))
+    _write_json(os.path.join(folder, "tokenizer_config.json"),
+                {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces":
+                 False})
+    return ["tokenizer.json", "tokenizer_config.json"]
   if tok.name == "tokenizer_json":
     with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8") as f:
       f.write(tok.spec)
