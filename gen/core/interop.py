@@ -239,8 +239,13 @@ def save_workdir(workdir: str, config, spec, pipeline, params) -> int:
   from gen.core.runs import CONFIG_FILE
 
   example = spec.example_batch(1)
-  state = jax.jit(pipeline.init)(jax.random.key(config.seed), example)
-  state = state.replace(params=jax.tree.map(jax.numpy.asarray, params))
+
+  def with_params(p):  # The random params that init makes are dead code: XLA drops them.
+    return pipeline.init(jax.random.key(config.seed), example).replace(params=p)
+
+  # One device copy of the params, made leaf by leaf from the host ones and then donated: the
+  # import holds at most the host params and one device copy of them (measured in README).
+  state = jax.jit(with_params, donate_argnums=0)(jax.tree.map(jax.numpy.asarray, params))
   config_lib.save_json(config, os.path.join(workdir, CONFIG_FILE))
   spec.save(workdir)
   ckpt = Checkpointer(workdir, keep=1, async_save=False)
