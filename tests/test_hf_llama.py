@@ -659,6 +659,82 @@ def test_export_gpt2_round_trips(tmp_path):
   assert hf.read_tokenizer(str(tmp_path), a2).to_json() == spec.extra["tokenizer"]
 
 
+SPM = os.path.join(ROOT, "tests", "fixtures", "sentencepiece_llama")
+
+
+def _spm_folder(tmp_path, settings: dict, cls: str = "LlamaTokenizer"):
+  """The SentencePiece fixture's tokenizer.model with a tokenizer_config.json of `settings`."""
+  folder = tmp_path / "spm"
+  folder.mkdir()
+  shutil.copy(os.path.join(SPM, "tokenizer.model"), folder)
+  with open(folder / "tokenizer_config.json", "w") as f:
+    json.dump({"tokenizer_class": cls, "bos_token": "<s>", "eos_token": "</s>",
+               "unk_token": "<unk>", **settings}, f)
+  return str(folder)
+
+
+SPM_A = {"vocab_size": 400, "config_ids": {"bos_token_id": 1, "eos_token_id": 2,
+                                           "pad_token_id": None}}
+
+
+@pytest.mark.parametrize("config", ["llama2", "nonlegacy_eos"])
+def test_sentencepiece_model_tokenizes_as_transformers(config, tmp_path):
+  """A folder with tokenizer.model and no tokenizer.json (LLaMA 2's, Mistral's): the converted
+  tokenizer gives AutoTokenizer's ids and decodings (tests/fixtures/sentencepiece_llama), for
+  LLaMA 2's settings and for legacy=false with an end token, on spaces, newlines, tabs,
+  non-ASCII, and special and user-defined tokens inside the text."""
+  with open(os.path.join(SPM, "reference.json"), encoding="utf-8") as f:
+    ref = json.load(f)
+  want = ref["configs"][config]
+  tok = hf_llama.read_tokenizer(_spm_folder(tmp_path, want["settings"]), SPM_A)
+  for text, ids, decoded in zip(ref["strings"], want["ids"], want["decoded"], strict=True):
+    assert tok.encode(text) == ids, text
+    assert tok.decode(ids) == decoded, text
+  assert tok.start_ids == [1] and tok.end_ids == [2]
+
+
+def test_sentencepiece_model_imports_and_refuses_other_classes(tmp_path, capsys):
+  """`gen import` of the llama fixture with tokenizer.model in place of tokenizer.json keeps the
+  SentencePiece tokenization; a tokenizer.model of another class is refused by name."""
+  src = tmp_path / "src"
+  shutil.copytree(os.path.join(FIXTURES, "llama"), src)
+  os.remove(src / "tokenizer.json")
+  shutil.copy(os.path.join(SPM, "tokenizer.model"), src)
+  shutil.copy(os.path.join(SPM, "tokenizer_config.json"), src)
+  rc, err = cli_import(str(src), tmp_path / "w", capsys=capsys)
+  assert rc == 0, err
+  with open(os.path.join(SPM, "reference.json"), encoding="utf-8") as f:
+    ref = json.load(f)
+  spec = train_lib.DataSpec.load(str(tmp_path / "w"))
+  assert tokenizer_of(spec).encode(ref["strings"][0]) == ref["configs"]["llama2"]["ids"][0]
+  folder = _spm_folder(tmp_path, {}, cls="GemmaTokenizer")
+  with pytest.raises(hf_llama.InputError) as e:
+    hf_llama.read_tokenizer(folder, SPM_A)
+  assert "tokenizer.model: tokenizer_class 'GemmaTokenizer'" in str(e.value)
+  assert "needs its tokenizer.json" in str(e.value)
+  os.remove(os.path.join(folder, "tokenizer.model"))
+  with pytest.raises(hf_llama.InputError) as e:
+    hf_llama.read_tokenizer(folder, SPM_A)
+  assert "tokenizer.json: missing, and no tokenizer.model either" in str(e.value)
+
+
+@peers
+def test_peers_sentencepiece_model_tokenizes_as_transformers(tmp_path):
+  """Live, with settings the fixture does not hold (no prefix space, no start token)."""
+  from transformers import AutoTokenizer
+
+  with open(os.path.join(SPM, "reference.json"), encoding="utf-8") as f:
+    strings = json.load(f)["strings"]
+  folder = _spm_folder(tmp_path, {"legacy": False, "add_prefix_space": False,
+                                  "add_bos_token": False})
+  theirs = AutoTokenizer.from_pretrained(folder)
+  ours = hf_llama.read_tokenizer(folder, SPM_A)
+  for text in strings:
+    ids = theirs(text)["input_ids"]
+    assert ours.encode(text) == ids, text
+    assert ours.decode(ids) == theirs.decode(ids), text
+
+
 CHAR_TEXTS = ["First Citizen:\nBefore we proceed, hear me speak.", "  \n\nAll: Speak, speak!  "]
 BYTE_TEXTS = CHAR_TEXTS + ["héllo wörld, 日本語\t\r\n", "\x00\x7f end"]
 

@@ -4,7 +4,8 @@
 a `LlamaForCausalLM`, `MistralForCausalLM`, `Qwen2ForCausalLM`, `Qwen3ForCausalLM` or
 `GemmaForCausalLM`: `config.json`, the weights (`model.safetensors`, or shards listed in
 `model.safetensors.index.json`, read one tensor at a time; float32, bfloat16 or float16;
-`pytorch_model.bin` when torch is installed) and the tokenizer (`tokenizer.json`, with
+`pytorch_model.bin` when torch is installed) and the tokenizer (`tokenizer.json`, else a
+LLaMA-style SentencePiece `tokenizer.model` converted as transformers converts it; with
 `tokenizer_config.json`, `special_tokens_map.json` and `generation_config.json` for the start,
 end and padding tokens and the chat template). It writes a workdir as `gen.lm.hf` does for GPT-2.
 
@@ -48,7 +49,7 @@ from gen.core.interop import (Importer, InputError, finish_config, frozen_run, l
                               read_json, save_workdir)
 from gen.lm.config import default_config
 from gen.lm.data import token_spec
-from gen.lm.data.tokenizer_json import JSONTokenizer
+from gen.lm.data.tokenizer_json import JSONTokenizer, spec_from_sentencepiece
 from gen.lm.steps import make
 
 CONFIG = "config.json"
@@ -56,6 +57,7 @@ SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 TOKENIZER = "tokenizer.json"
+SENTENCEPIECE = "tokenizer.model"  # Read when there is no tokenizer.json (LLaMA 2, Mistral).
 # model_type -> (its architecture, whether it ties the head by default).
 MODEL_TYPES = {"llama": ("LlamaForCausalLM", False), "mistral": ("MistralForCausalLM", False),
                "qwen2": ("Qwen2ForCausalLM", False), "qwen3": ("Qwen3ForCausalLM", False),
@@ -433,25 +435,36 @@ def _read_optional(path: str) -> dict:
 
 
 def read_tokenizer(folder: str, a: dict) -> JSONTokenizer:
-  """The tokenizer.json of `folder` with its start, end and padding tokens (generation_config
-  .json, then tokenizer_config.json, special_tokens_map.json, config.json) and chat template,
-  checked against the model's vocabulary."""
+  """The tokenizer.json of `folder` (else its LLaMA-style SentencePiece tokenizer.model,
+  converted as transformers converts it) with its start, end and padding tokens
+  (generation_config.json, then tokenizer_config.json, special_tokens_map.json, config.json)
+  and chat template, checked against the model's vocabulary."""
   path = os.path.join(folder, TOKENIZER)
-  if not os.path.isfile(path):
-    raise InputError(f"{path}: missing (this importer reads the tokenizers library's file)")
-  try:
-    tok = JSONTokenizer.from_file(path)
-  except Exception as e:  # noqa: BLE001  Whatever the tokenizers library raises.
-    raise InputError(f"{path}: not a readable tokenizer file ({type(e).__name__}: "
-                     f"{str(e).splitlines()[0] if str(e) else ''})") from None
+  tc_path = os.path.join(folder, "tokenizer_config.json")
+  tc = _read_optional(tc_path)
+  if os.path.isfile(path):
+    try:
+      tok = JSONTokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001  Whatever the tokenizers library raises.
+      raise InputError(f"{path}: not a readable tokenizer file ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0] if str(e) else ''})") from None
+  elif os.path.isfile(os.path.join(folder, SENTENCEPIECE)):
+    path = os.path.join(folder, SENTENCEPIECE)
+    with open(path, "rb") as f:
+      model = f.read()
+    try:
+      tok = JSONTokenizer(spec_from_sentencepiece(model, tc))
+    except ValueError as e:
+      raise InputError(f"{path}: {e}") from None
+  else:
+    raise InputError(f"{path}: missing, and no {SENTENCEPIECE} either (this importer reads the "
+                     "tokenizers library's file, or a LLaMA-style SentencePiece model)")
   vocab = tok.backend.get_vocab(with_added_tokens=True)
   top = max(vocab.values(), default=-1)
   if top >= a["vocab_size"]:
     token = next(t for t, i in vocab.items() if i == top)
     raise InputError(f"{path}: token {token!r} has id {top}, outside the model's "
                      f"vocab_size={a['vocab_size']} ({CONFIG}): not this model's tokenizer")
-  tc_path = os.path.join(folder, "tokenizer_config.json")
-  tc = _read_optional(tc_path)
   stm = _read_optional(os.path.join(folder, "special_tokens_map.json"))
   gc = _read_optional(os.path.join(folder, "generation_config.json"))
 

@@ -117,3 +117,83 @@ class JSONTokenizer(Tokenizer):
       spec = f.read()
     json.loads(spec)  # A ValueError for a file that is not JSON.
     return cls(spec, **kw)
+
+
+# The tokenizer classes whose `tokenizer.model` (SentencePiece) `spec_from_sentencepiece`
+# converts; "" stands for a folder whose tokenizer_config.json names none.
+SENTENCEPIECE_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "")
+
+
+def _bpe_merges(vocab: dict[str, int]) -> list[tuple[str, str]]:
+  """Merges for a SentencePiece BPE vocabulary, ranked as transformers ranks them (by the
+  merged piece's id, then the parts' lengths and ids)."""
+  merges = []
+  for piece, rank in vocab.items():
+    local = [(piece[:i], piece[i:], rank) for i in range(1, len(piece))
+             if piece[:i] in vocab and piece[i:] in vocab]
+    merges.extend(sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]])))
+  merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])))
+  return [(left, right) for left, right, _ in merges]
+
+
+def _text(token) -> str | None:
+  return token.get("content") if isinstance(token, dict) else token
+
+
+def spec_from_sentencepiece(model: bytes, config: dict) -> str:
+  """The tokenizer.json text of a LLaMA-style SentencePiece `tokenizer.model`, built as
+  transformers 5's `LlamaTokenizer` builds it from that file and `tokenizer_config.json`
+  (`config`): BPE over the model's pieces with byte fallback, merges from the piece ids,
+  "▁" for spaces with the prefix space of `add_prefix_space` and `legacy`, the control and
+  unknown pieces as special tokens, user-defined pieces as added tokens, and `bos_token` /
+  `eos_token` added as `add_bos_token` / `add_eos_token` say (both False unless set).
+  A ValueError names what is not LLaMA-style."""
+  from sentencepiece import sentencepiece_model_pb2
+  from tokenizers import AddedToken, decoders, pre_tokenizers, processors
+  from tokenizers import Tokenizer as Backend
+  from tokenizers.models import BPE
+
+  cls = config.get("tokenizer_class") or ""
+  if cls not in SENTENCEPIECE_CLASSES:
+    raise ValueError(f"tokenizer_class {cls!r}: only LlamaTokenizer's SentencePiece files are "
+                     "converted; this folder needs its tokenizer.json")
+  proto = sentencepiece_model_pb2.ModelProto()
+  try:
+    proto.ParseFromString(model)
+  except Exception as e:  # noqa: BLE001  Whatever protobuf raises.
+    raise ValueError(f"not a SentencePiece model ({type(e).__name__})") from None
+  if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE:
+    raise ValueError("a SentencePiece model that is not BPE (LLaMA's are): this folder needs "
+                     "its tokenizer.json")
+  vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+  backend = Backend(BPE(vocab=vocab, merges=_bpe_merges(vocab), fuse_unk=True,
+                        byte_fallback=True, dropout=None))
+  prefix = config.get("add_prefix_space")
+  prefix = True if prefix is None else bool(prefix)
+  scheme = ("first" if config.get("legacy", True) is False else "always") if prefix else "never"
+  backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme,
+                                                   split=False)
+  steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+  backend.decoder = decoders.Sequence(steps + ([decoders.Strip(content=" ", left=1)]
+                                               if prefix else []))
+  kinds = sentencepiece_model_pb2.ModelProto.SentencePiece
+  backend.add_special_tokens([AddedToken(p.piece, normalized=False, special=True)
+                              for p in proto.pieces if p.type in (kinds.UNKNOWN, kinds.CONTROL)])
+  user = [AddedToken(p.piece, normalized=False, special=False)
+          for p in proto.pieces if p.type == kinds.USER_DEFINED]
+  if user:
+    backend.add_tokens(user)
+  ends = []
+  for key, default in (("bos", False), ("eos", False)):
+    if config.get(f"add_{key}_token", default):
+      token = _text(config.get(f"{key}_token")) or {"bos": "<s>", "eos": "</s>"}[key]
+      if token not in vocab:
+        raise ValueError(f"{key}_token={token!r} is not a piece of the model")
+      ends.append((key, token))
+  bos = [t for k, t in ends if k == "bos"]
+  eos = [t for k, t in ends if k == "eos"]
+  single = " ".join([f"{t}:0" for t in bos] + ["$A:0"] + [f"{t}:0" for t in eos])
+  pair = " ".join([single] + [f"{t}:1" for t in bos] + ["$B:1"] + [f"{t}:1" for t in eos])
+  backend.post_processor = processors.TemplateProcessing(
+      single=single, pair=pair, special_tokens=[(t, vocab[t]) for _, t in ends])
+  return backend.to_str()
