@@ -11,6 +11,7 @@
   gen import --from=FOLDER --workdir=DIR [--config.a.b=VALUE ...]
   gen import --lora=ADAPTER --from=WORKDIR --workdir=DIR [--scale=1.0]
   gen export --workdir=DIR --to=FOLDER [--step=N] [--lora=ADAPTER_FOLDER]
+  gen export --workdir=DIR --lora=ADAPTER_FOLDER [--step=N]
 
 `--config=WORKDIR` starts from a run's own config (an imported model's, with
 `--config.init_from=WORKDIR` to fine-tune it). Flags are absl-style (`--name=value`). In `gen sample`, flags it does not know go to the
@@ -31,7 +32,9 @@ folder into a new workdir (the family whose importer reads it does the work; see
 workdir with a LoRA adapter (PEFT's, for a language model; a diffusers or kohya file, for a
 Stable Diffusion run) merged into another run's weights, times `--scale`. `gen export` writes a
 run back as another library's folder, when its family can express it; a LoRA run is written
-merged, or with `--lora=FOLDER` as its frozen base (`--to`) and its adapter (`--lora`).
+merged, or with `--lora=FOLDER` as its frozen base (`--to`) and its adapter (`--lora`); with
+`--lora` alone only the adapter is written (a Stable Diffusion LoRA run's: the diffusion family
+exports no base).
 Exit codes: 0 success, 1 a run failed (data, checkpoint, non-finite loss), 2 bad usage or
 config.
 """
@@ -394,7 +397,9 @@ def cmd_import(argv):
 
 def cmd_export(argv):
   values, _, _ = _parse(argv, {"workdir": "", "to": "", "step": -1, "lora": ""})
-  _require(values, "workdir", "to")
+  _require(values, "workdir")
+  if not values["to"] and not values["lora"]:
+    raise UsageError("export needs --to=FOLDER, --lora=ADAPTER_FOLDER (a LoRA run) or both")
   _setup_jax()
   from gen.core import interop
 
@@ -403,7 +408,8 @@ def cmd_export(argv):
                              None if values["step"] < 0 else values["step"], lora=values["lora"])
   except interop.InputError as e:
     raise UsageError(str(e)) from None
-  print(f"{summary}\nwrote {values['to']}", file=sys.stderr)
+  wrote = " and ".join(values[k] for k in ("to", "lora") if values[k])
+  print(f"{summary}\nwrote {wrote}", file=sys.stderr)
   return 0
 
 

@@ -225,6 +225,13 @@ def test_feedback_fine_tuning_uses_the_frozen_base_as_its_reference(play, source
   assert first["kl"] == pytest.approx(0.0, abs=1e-6)  # Policy == base at the start.
   assert any(np.any(np.asarray(x["b"])) for x in
              jax.tree.leaves(state.factors, is_leaf=lambda t: isinstance(t, dict) and "b" in t))
+  # The measurement tool scores the KL to the frozen base too.
+  from gen.lm.finetune import score
+
+  out = tmp_path / "scored" / "s.txt"
+  assert score.main([f"--workdir={tmp_path / 'ppo'}", "--num=4", f"--out={out}",
+                     "--write=1"]) == 0
+  assert json.loads((tmp_path / "scored" / "s.json").read_text())["kl"] > -1e-6
 
 
 # ------------------------------------------------------------------------------- errors

@@ -2,8 +2,8 @@
 text_to_image run merges what `StableDiffusionPipeline.load_lora_weights` reads (diffusers'
 `save_lora_weights` file with its metadata, the older diffusers names, kohya's names) and then
 computes what diffusers computes with the adapter loaded; other adapter kinds and adapters for
-another base are one-line errors that write nothing; an adapter written by `sd_lora.write` reads
-back to the same weights.
+another base are one-line errors that write nothing; an adapter written by `sd_lora.write` (and
+`gen export --lora` of a text_to_image LoRA run) reads back to the same weights.
 
 The default run reads the committed fixtures (tests/fixtures/diffusers_sd_lora, written with
 diffusers and peft by tests/fixtures/make_diffusers_sd_lora.py on the sd1 pipeline of
@@ -22,6 +22,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error, fixture_script
@@ -386,6 +387,73 @@ def test_written_adapter_reads_back_to_the_merged_weights(base, tmp_path):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def lora_run(base, tmp_path_factory):
+  """A text_to_image LoRA run on the sd1 import, as `gen train --config.init_from=BASE
+  --config.optim.lora.rank=3` would leave it: (workdir, its sampling params). Such runs do not
+  train yet, so the state is built and its factors are random."""
+  from gen.core.checkpoint import Checkpointer
+
+  workdir, config, spec, params = base
+  c, _, factors = _lora_state(config, spec, params, seed=4)
+  c.init_from = workdir
+  pipeline = runs.build(c, spec)
+  state = jax.jit(pipeline.init)(jax.random.key(0), spec.example_batch(1))
+  state = state.replace(base=lora_lib.store_base(state.plan, jax.tree.map(jnp.asarray, params)),
+                        factors=jax.tree.map(jnp.asarray, factors))
+  run = str(tmp_path_factory.mktemp("sdlora") / "lora-run")
+  os.makedirs(run)
+  config_lib.save_json(c, os.path.join(run, runs.CONFIG_FILE))
+  spec.save(run)
+  ckpt = Checkpointer(run, keep=1, async_save=False)
+  try:
+    ckpt.save(0, state, {"step": 0})
+    ckpt.wait()
+  finally:
+    ckpt.close()
+  _, _, pipeline, state, _ = runs.load_workdir(run)
+  return run, jax.tree.map(np.asarray, jax.device_get(pipeline.sample_params(state)))
+
+
+def test_cli_export_lora_imports_back_to_the_runs_weights(base, lora_run, tmp_path, capsys):
+  """`gen export --workdir=RUN --lora=ADAPTER` writes the adapter alone (the diffusion family
+  exports no base), and `gen import --lora=ADAPTER --from=BASE` gives the run's merged weights."""
+  workdir, _, _, params = base
+  run, trained = lora_run
+  adapter = tmp_path / "adapter"
+  rc = cli.main(["export", f"--workdir={run}", f"--lora={adapter}"])
+  err = capsys.readouterr().err
+  assert rc == 0 and "diffusers LoRA (pytorch_lora_weights.safetensors: r=3" in err, err
+  assert sorted(os.listdir(adapter)) == [sd_lora.WEIGHTS]
+  _, metadata = sd_lora.read_file(str(adapter / sd_lora.WEIGHTS))
+  assert metadata["unet.base_model_name_or_path"] == "base"  # The run's init_from.
+  rc = cli.main(["import", f"--lora={adapter}", f"--from={workdir}",
+                 f"--workdir={tmp_path / 'adapted'}"])
+  assert rc == 0, capsys.readouterr().err
+  _, _, _, state, _ = runs.load_workdir(str(tmp_path / "adapted"))
+  merged = jax.device_get(state.params)
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(trained),
+                                                       jax.tree.leaves(params)))
+  for x, y in zip(jax.tree.leaves(merged), jax.tree.leaves(trained)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("of,flags,message", [
+    ("run", ["--to=OUT", "--lora=ADAPTER"],
+     "exports nothing (no folder for --to): give --lora alone"),
+    ("run", ["--to=OUT"], "the diffusion family exports nothing"),
+    ("run", [], "export needs --to=FOLDER, --lora=ADAPTER_FOLDER"),
+    ("base", ["--lora=ADAPTER"], "optim.lora.rank=0"),
+], ids=["to-and-lora", "to", "neither", "not-a-lora-run"])
+def test_cli_export_refusals_write_nothing(of, flags, message, base, lora_run, tmp_path, capsys):
+  workdir = base[0] if of == "base" else lora_run[0]
+  flags = [f.replace("OUT", str(tmp_path / "out")).replace("ADAPTER", str(tmp_path / "adapter"))
+           for f in flags]
+  rc = cli.main(["export", f"--workdir={workdir}", *flags])
+  assert_one_line_error(rc, capsys.readouterr().err, "export", message)
+  assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------------- peers (live)
 
 
@@ -484,6 +552,24 @@ def test_peers_written_adapter_loads_in_diffusers(base, tmp_path):
   merged = jax.tree.map(np.asarray, jax.device_get(lora_lib.merge(plan, params, factors)))
   states, out = _networks(config, spec, merged, ids, x, t, ref["text_last"])
   print(f"written: text {np.abs(states - ref['text_last']).max():.1e}, unet "
+        f"{np.abs(out - ref['unet_out']).max():.1e}")
+  assert np.abs(states - ref["text_last"]).max() <= TEXT_TOL
+  assert np.abs(out - ref["unet_out"]).max() <= UNET_TOL
+
+
+@peers
+def test_peers_cli_exported_adapter_loads_in_diffusers(base, lora_run, tmp_path, capsys):
+  """`gen export --lora` of a text_to_image LoRA run, loaded by load_lora_weights into the
+  base pipeline: diffusers' text encoder and UNet compute what the run's merged params compute
+  (measured: text 1.3e-6, UNet 7.7e-7)."""
+  _, config, spec, _ = base
+  run, trained = lora_run
+  assert cli.main(["export", f"--workdir={run}", f"--lora={tmp_path / 'adapter'}"]) == 0
+  maker = fixture_script("make_diffusers_sd_lora")
+  ids, x, t = _inputs()
+  ref = maker.reference(BASE, str(tmp_path / "adapter"), None, ids, x, t, images=False)
+  states, out = _networks(config, spec, trained, ids, x, t, ref["text_last"])
+  print(f"exported: text {np.abs(states - ref['text_last']).max():.1e}, unet "
         f"{np.abs(out - ref['unet_out']).max():.1e}")
   assert np.abs(states - ref["text_last"]).max() <= TEXT_TOL
   assert np.abs(out - ref["unet_out"]).max() <= UNET_TOL

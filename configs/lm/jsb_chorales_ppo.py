@@ -30,6 +30,9 @@ Result:    512 fresh samples each (temperature 1, the policy), mean +- standard 
            before the end (at least half the window) learned to stop after about 12
            quarter notes, where the rules are easier to keep (format 0.57, in key 0.94 at
            step 130): hence steps after the end count as failures.
+           From a 600-step base instead (reward 0.814 +- 0.006): 0.870 +- 0.004 at KL 4.23,
+           3 min 3 s on a quieter CPU; LoRA PPO from the same base: see
+           jsb_chorales_ppo_lora.py.
 """
 
 import os

@@ -104,20 +104,26 @@ def import_lora(adapter: str, source: str, workdir: str, scale: float = 1.0) -> 
 def export(workdir: str, folder: str, step: int | None = None, lora: str = "") -> str:
   """Writes the run in `workdir` (its newest checkpoint, or `step`) into the new `folder` with
   its family's exporter (its package's `EXPORTERS`), whole or not at all. With `lora` (a LoRA
-  run), `folder` gets the frozen base and the new folder `lora` the adapter (the family's
-  `LORA_FORMATS`); without it a LoRA run is written merged."""
+  run), the new folder `lora` gets the adapter (the family's `LORA_FORMATS`) and `folder`, if
+  given, the frozen base; without `folder` only the adapter is written (its base is the run the
+  LoRA run started from, e.g. an imported Stable Diffusion workdir, for families that export
+  nothing). Without `lora` a LoRA run is written merged."""
   import jax
 
   from gen.core.lora import LoraState
   from gen.core.runs import load_workdir
 
+  if not folder and not lora:
+    raise InputError("give --to=FOLDER (the run), --lora=FOLDER (a LoRA run's adapter) or both")
   for out, flag in ((folder, "--to"), (lora, "--lora")):
     if out and os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
       raise InputError(f"{out} already exists and is not empty: give a new {flag}")
   config, spec, pipeline, state, step = load_workdir(workdir, step=step)
   exporters = getattr(importlib.import_module(f"gen.{config.family}"), "EXPORTERS", ())
-  if not exporters:
-    raise InputError(f"{workdir}: the {config.family} family exports nothing")
+  if folder and not exporters:
+    raise InputError(f"{workdir}: the {config.family} family exports nothing"
+                     + (" (no folder for --to): give --lora alone to write the adapter"
+                        if lora and lora_formats(config.family) else ""))
   params = jax.device_get(pipeline.sample_params(state))
   if lora:
     if not isinstance(state, LoraState):
@@ -129,9 +135,12 @@ def export(workdir: str, folder: str, step: int | None = None, lora: str = "") -
     factors = state.factors if state.factors_ema is None else state.factors_ema
     base = jax.tree.map(np.asarray, jax.device_get(state.base_params))
     factors = jax.device_get(factors)
-    name = os.path.basename(os.path.abspath(folder))
+    source = folder or config.get("init_from", "")  # What the adapter's base is called.
+    name = os.path.basename(os.path.abspath(source)) if source else ""
     adapter_summary = write_new_workdir(lora, lambda tmp: formats[0].write(
         config, spec, base, state.plan, factors, tmp, name))
+    if not folder:
+      return f"step {step}: {adapter_summary} in {lora}"
     try:
       summary = export_params(config, spec, base, folder, exporters, workdir)
     except BaseException:

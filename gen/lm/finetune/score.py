@@ -9,7 +9,8 @@ checkpoint (or `--step`'s) with the fine-tuning policy (temperature 1, no top-k/
 and prints the mean and standard error of the reward, its parts, the KL to a reference
 model (nats per sequence: the sum over sampled tokens of the exact per-token KL), the
 entropy per token and the length. The reference is `--ref`'s model, else the run's own
-frozen reference (a fine-tuning run); a plain run without `--ref` gets no KL.
+frozen reference (a fine-tuning run's; a LoRA run's frozen base); a plain run without `--ref`
+gets no KL.
 `--reward`, `--target` and `--max_new_tokens` default to the run's `finetune` section
 (`--max_new_tokens=0`: fill the context). `--out` writes the first `--write` samples
 with the tokenizer (text; for chorales MIDI, WAV and a piano roll) and the numbers as
@@ -47,6 +48,7 @@ def load_policy(workdir: str, ref: str = "", step: int | None = None):
   """(config, tokenizer, model, pipeline, params, reference params or None) of a run's
   newest checkpoint (or the one at `step`)."""
   from gen.core import runs
+  from gen.core.lora import LoraState
   from gen.lm import steps as lm
   from gen.lm.data import tokenizer_of
 
@@ -55,6 +57,8 @@ def load_policy(workdir: str, ref: str = "", step: int | None = None):
   if tokenizer is None:
     raise SystemExit(f"{workdir} is not a token model (its data spec holds no tokenizer)")
   ref_params = getattr(state, "ref_params", None)
+  if ref_params is None and isinstance(state, LoraState):
+    ref_params = state.base_params  # A LoRA run's reference is its frozen base.
   if ref:
     _, _, ref_pipeline, ref_state, _ = runs.load_workdir(ref)
     ref_params = ref_pipeline.sample_params(ref_state)
