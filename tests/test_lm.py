@@ -123,6 +123,26 @@ def test_stops_at_end_token():
   assert (out[0, first + 1:] == -1).all()
 
 
+def test_top_k_by_bisection_matches_a_sort():
+  """kth_largest_mask (top-k without a sort) keeps exactly the tokens at least the k-th largest
+  logit, ties included, on rows with repeated values, -0.0 beside 0.0 and -inf, for k from 1
+  to the vocabulary; filter_logits' top-k path agrees."""
+  rng = np.random.default_rng(0)
+  for trial in range(12):
+    v = int(rng.integers(2, 300))
+    x = rng.standard_normal((3, v)).astype(np.float32)
+    if trial % 3 == 0:
+      x = np.round(x * 2) / 2  # Ties, and -0.0 beside 0.0.
+    if trial % 4 == 0:
+      x[0, : v // 2] = -np.inf
+    for k in sorted({1, 2, v // 2, v - 1, v} - {0}):
+      want = x >= -np.sort(-x, axis=1)[:, k - 1:k]
+      np.testing.assert_array_equal(np.asarray(sampling.kth_largest_mask(jnp.asarray(x), k)),
+                                    want)
+      kept = np.isfinite(np.asarray(sampling.filter_logits(jnp.asarray(x), 1.0, k, 1.0)))
+      np.testing.assert_array_equal(kept, want & np.isfinite(x))
+
+
 def test_filter_logits_top_k_top_p_temperature():
   logits = jnp.log(jnp.array([[0.5, 0.2, 0.15, 0.1, 0.05]]))
   keep = lambda **kw: np.isfinite(np.asarray(sampling.filter_logits(logits, **kw)))[0].tolist()
