@@ -151,6 +151,10 @@ def test_filter_logits_top_k_top_p_temperature():
   # 0.5 < 0.8; 0.5 + 0.2 < 0.8; 0.85 >= 0.8: the third token completes the set.
   assert keep(temperature=1.0, top_k=0, top_p=0.8) == [True, True, True, False, False]
   assert keep(temperature=1.0, top_k=0, top_p=0.3) == [True, False, False, False, False]
+  # Both: top-p measures the top-k set renormalized ([5/7, 2/7]: 5/7 >= 0.6), not the full
+  # row (0.5 + 0.2 < 0.6 would keep the second token).
+  assert keep(temperature=1.0, top_k=2, top_p=0.6) == [True, False, False, False, False]
+  assert keep(temperature=1.0, top_k=3, top_p=0.75) == [True, True, False, False, False]
   x = np.asarray(sampling.filter_logits(logits, temperature=0.5, top_k=0, top_p=1.0))
   np.testing.assert_allclose(x, np.asarray(logits) / 0.5, rtol=1e-6)
   # Sampled frequencies follow the filtered, renormalized distribution.

@@ -13,7 +13,8 @@ predicted from between `max_len - stride + 1` and `max_len` tokens of context;
 token. Prompts longer than `max_len` are an error.
 
 Sampling: `temperature` 0 is greedy; `top_k` keeps the k most likely tokens (0: all);
-`top_p` keeps the smallest set whose probability reaches p (1: all). All three are
+`top_p` keeps the smallest set whose probability reaches p (1: all), measured after top-k
+on the renormalized top-k set, as transformers orders its warpers. All three are
 traced values: changing them does not recompile. Top-k alone finds the k-th largest logit by
 bisection over the float32 bit patterns (32 counting passes, exact, ties kept) instead of
 sorting the vocabulary at every token: for GPT-2's 50,257 tokens at batch 8 the sort made
@@ -75,7 +76,10 @@ def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
     ordered = jnp.sort(x, axis=-1)[:, ::-1]  # Descending.
     k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
     kth = jnp.take_along_axis(ordered, jnp.broadcast_to(k - 1, (x.shape[0], 1)), axis=-1)
-    probs = jax.nn.softmax(ordered, axis=-1)
+    # Top-p reads the distribution that top-k left, renormalized (as transformers applies
+    # its TopK then its TopP warper), not the full row's.
+    in_top_k = jnp.arange(vocab) < k
+    probs = jax.nn.softmax(jnp.where(in_top_k, ordered, -jnp.inf), axis=-1)
     # Keep sorted token i if the mass before it is < p: the smallest set reaching p.
     before = jnp.cumsum(probs, axis=-1) - probs
     keep_sorted = before < top_p
