@@ -337,7 +337,8 @@ def test_resumed_run_equals_the_straight_one(base, data_dir, tmp_path):
 def test_peers_trained_adapter_loads_in_diffusers(trained, tmp_path):
   """`gen export --lora` of the trained run, loaded by load_lora_weights into the sd1
   pipeline: diffusers' text encoder and UNet compute what the run's merged weights compute,
-  and its images (PNDM, 10 steps, guidance 7.5, given latents) are gen's."""
+  and its images (PNDM, 10 steps, guidance 7.5, given latents) are gen's (measured: text
+  1.2e-6, UNet 8.6e-7, images 8.3e-7; the adapter moves the images by 2.3e-2)."""
   maker = fixture_script("make_diffusers_sd_lora")
   base_maker = fixture_script("make_diffusers_sd")
   adapter = str(tmp_path / "adapter")
