@@ -13,8 +13,11 @@ import pytest
 from conftest import (ROOT, TINY_AUTOENCODER, TINY_CLASSIFIER, TINY_DIFFUSION, TINY_GAN, TINY_LM,
                       TINY_PIXELCNN, TINY_VAE, tiny_autoencoder)
 
+from gen import cli
 from gen.core import config as config_lib
 from gen.core import train as train_lib
+
+SD_FIXTURE = os.path.join(ROOT, "tests", "fixtures", "diffusers_sd", "sd1")
 
 # Per-family overrides that shrink a config to seconds on a CPU, and the pictures it leaves.
 TINY = {"vae": TINY_VAE, "pixelcnn": TINY_PIXELCNN, "gan": TINY_GAN, "lm": TINY_LM,
@@ -41,6 +44,10 @@ def _param(path):
 @pytest.mark.parametrize("path", [_param(p) for p in CONFIGS])
 def test_config_trains_shrunk(path, tmp_path, request):
   config = config_lib.load_file(path)
+  if config.get("model", {}).get("kind") == "text_to_image":  # Fine-tunes an imported run:
+    imported = str(tmp_path / "imported")  # the tiny Stable Diffusion fixture, its argument.
+    assert cli.main(["import", f"--from={SD_FIXTURE}", f"--workdir={imported}"]) == 0
+    config = config_lib.load_file(f"{path}:{imported}")
   kind = config.family + (".autoencoder" if config.get("model", {}).get("kind") == "autoencoder"
                           else "")
   assert kind in TINY, f"add shrinking overrides for family '{kind}'"

@@ -390,8 +390,9 @@ def test_written_adapter_reads_back_to_the_merged_weights(base, tmp_path):
 @pytest.fixture(scope="module")
 def lora_run(base, tmp_path_factory):
   """A text_to_image LoRA run on the sd1 import, as `gen train --config.init_from=BASE
-  --config.optim.lora.rank=3` would leave it: (workdir, its sampling params). Such runs do not
-  train yet, so the state is built and its factors are random."""
+  --config.optim.lora.rank=3` would leave it: (workdir, its sampling params). The state is
+  built here with random factors (every A and B far from its init); tests/test_sd_train.py
+  trains such runs."""
   from gen.core.checkpoint import Checkpointer
 
   workdir, config, spec, params = base

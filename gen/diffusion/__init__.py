@@ -7,7 +7,7 @@ Three kinds of model train here, one module each, picked by `model.kind`:
 | `denoiser`    | `denoiser`          | the diffusion model (on images, or an autoencoder's latents) |
 | `classifier`  | `noisy_classifier`  | p_t(y | x), to guide a denoiser                        |
 | `autoencoder` | `autoencoder`       | the KL autoencoder whose latents a latent run diffuses  |
-| `text_to_image` | `text_to_image`   | Stable Diffusion 1.x / 2.x (imported): prompts to images |
+| `text_to_image` | `text_to_image`   | Stable Diffusion 1.x / 2.x (imported; fine-tuned with LoRA or the UNet in full): prompts to images |
 | `text_denoiser` | `text_denoiser`   | text to image from scratch: captions to images (`text`) |
 
 The math they share: `process` (the records), `objectives` (continuous processes, what the
@@ -49,8 +49,14 @@ def make(config, spec):
 
 
 def make_data(config, process_index=None, process_count=None, reuse=()):
-  """The family's data: captioned images for a text_denoiser, else (latent) images."""
-  build = text.make_data if config.model.kind == "text_denoiser" else latent.make_data
+  """The family's data: captioned images for a text_denoiser (word tokens) or a text_to_image
+  run (its CLIP tokenizer's), else (latent) images."""
+  kind = config.model.kind
+  if kind != "text_to_image" and config.data.get("resolution", 0):
+    raise ConfigError(f"data.resolution resizes the images of model.kind='text_to_image' runs; "
+                      f"this one is '{kind}': set it to 0")
+  build = {"text_denoiser": text.make_data, "text_to_image": text_to_image.make_data}.get(
+      kind, latent.make_data)
   return build(config, process_index=process_index, process_count=process_count, reuse=reuse)
 
 

@@ -11,6 +11,9 @@ def default_config() -> ConfigDict:
   c = base_config()
   c.family = "diffusion"
   c.data.preprocess = "scale"  # [-1, 1].
+  # model.kind = "text_to_image" training: resize each image, its shorter side to r (bilinear)
+  # and a centre crop to r x r, so that the VAE and UNet take it; 0: the source's size.
+  c.data.resolution = 0
 
   c.model = ConfigDict()
   # denoiser | classifier (p_t(y | x_t), for guidance) | autoencoder | text_to_image (an
@@ -67,6 +70,7 @@ def default_config() -> ConfigDict:
   # defaults are Stable Diffusion 1.5's.
   t = c.model.text_to_image = ConfigDict()
   t.clip_skip = 0  # k > 0: the prompt's states from the k-th text block from the end.
+  t.caption_dropout = 0.0  # Training: P(a caption becomes the empty prompt), for guidance.
   t.text_encoder = ConfigDict()  # transformers' CLIPTextModel.
   t.text_encoder.vocab_size = 49408
   t.text_encoder.hidden_size = 768
