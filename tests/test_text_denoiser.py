@@ -1,7 +1,8 @@
 """Text to image from scratch (`model.kind = "text_denoiser"`): the word tokenizer and its
 refusals, the text encoders' attention, caption dropout, guidance against the null caption
 (w = 0 is the unconditional model), prompts and guidance traced in one program, and `gen
-sample --prompt` end to end, on a made-up captioned source of coloured squares."""
+sample --prompt` end to end, on a made-up captioned source of coloured squares; and the frozen
+CLIP text encoder of an imported Stable Diffusion run (the tiny sd1 fixture)."""
 
 import functools
 import os
@@ -10,14 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN, assert_one_line_error
+from conftest import ROOT, TINY_TRAIN, assert_one_line_error
 
 from gen import cli
 from gen.core import config as config_lib
 from gen.core import runs
 from gen.core import train as train_lib
 from gen.core.data import sources
-from gen.diffusion import text, text_denoiser
+from gen.diffusion import text, text_denoiser, text_to_image
 from gen.diffusion.config import default_config
 from gen.diffusion.models import DiT
 
@@ -295,3 +296,68 @@ def test_train_sample_and_judge_end_to_end(tmp_path, glyph_judge, capsys, monkey
   assert cli.main(["eval", f"--workdir={workdir}", "--metric=captions", f"--judge={glyph_judge}",
                    "--guidance=1", "--num_samples=4", "--batch_size=4"]) == 0
   assert "test_held_out" in capsys.readouterr().out
+
+
+# ------------------------------------------------ a frozen CLIP encoder from an imported run
+
+SD1 = os.path.join(ROOT, "tests", "fixtures", "diffusers_sd", "sd1")  # CLIP width 32.
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("sd") / "sd1")
+  assert cli.main(["import", f"--from={SD1}", f"--workdir={workdir}"]) == 0
+  return workdir
+
+
+def pretrained_config(imported, **overrides):
+  return tiny_config(**{"model.arch": "unet2d_condition", **UNET,
+                        "model.text_to_image.unet.cross_attention_dim": 32,
+                        "model.text.pretrained": imported, "model.text.max_length": 24,
+                        **overrides})
+
+
+def test_pretrained_clip_encoder_is_frozen_and_exact(imported, tmp_path, capsys):
+  """The imported run's CLIP tokenizer and text encoder: the states of the first max_length
+  ids are Stable Diffusion's own (computed over all 77); the run's params hold no encoder, so
+  nothing trains it; a trained run samples a prompt from its spec's record alone."""
+  c = pretrained_config(imported)
+  data = runs.open_data(c)
+  record = data.spec.extra["text_encoder"]
+  assert record["source"] == os.path.abspath(imported) and record["hidden_size"] == 32
+  sd = text_to_image.load(imported)
+  captions = ["a red square on the left", "a green square on the right"]
+  tok = text.tokenizer_of(data.spec)
+  assert isinstance(tok, text.ClipPrompts)
+  full = text_to_image.tokenizer_of(sd.spec)(captions)  # [2, 77], as the pipeline tokenizes.
+  ids = tok(captions)
+  np.testing.assert_array_equal(ids, full[:, :24])
+  want = text_to_image.encode(sd, captions)[0][:, :24]
+  net = text_denoiser.parts(c, data.spec)[0]
+  got = net.encoder.apply({}, jnp.asarray(ids))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6, rtol=0)
+
+  pipeline = runs.build(c, data.spec)
+  batch = jax.tree.map(jnp.asarray, data.example_batch())
+  state = pipeline.init(jax.random.key(0), batch)
+  assert set(state.params) == {"backbone"}  # The encoder is a constant, not a param.
+
+  workdir = str(tmp_path / "run")
+  train_lib.train(c, workdir, handle_signals=False)
+  out = str(tmp_path / "grid.png")
+  assert cli.main(["sample", f"--workdir={workdir}", "--prompt=a red square on the left",
+                   "--guidance=2", "--num=2", f"--out={out}"]) == 0
+  capsys.readouterr()
+  rc = cli.main(["sample", f"--workdir={workdir}", "--prompt=" + "red " * 30, "--num=2"])
+  assert_one_line_error(rc, capsys.readouterr().err, "sample", "CLIP tokens")
+
+
+def test_pretrained_encoder_errors(imported, run):
+  for overrides, needle in (
+      ({"model.text.pretrained": "/nonexistent/run"}, "no run there"),
+      ({"model.text.pretrained": run}, "not a text_to_image one"),
+      ({"model.text_to_image.unet.cross_attention_dim": 16}, "hidden size 32"),
+      ({"model.text.max_length": 100}, "3 to 77")):
+    with pytest.raises(config_lib.ConfigError, match=needle):
+      c = pretrained_config(imported, **overrides)
+      runs.build(c, runs.open_data(c).spec)

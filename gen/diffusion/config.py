@@ -122,6 +122,10 @@ def default_config() -> ConfigDict:
   x.caption_dropout = 0.1  # P(null caption) in training; > 0 enables guidance.
   x.tokenizer_captions = 20000  # Training captions the word-level tokenizer learns from.
   x.prompts = 8  # Test captions the trainer's samples (and a bare `gen sample`) draw.
+  # A text_to_image run (`gen import` of a StableDiffusionPipeline folder): its CLIP text
+  # encoder, frozen, and its tokenizer instead of a jointly trained encoder and word tokenizer
+  # (encoder, width, layers, heads and mlp_ratio are then the imported encoder's).
+  x.pretrained = ""
 
   c.diffusion = ConfigDict()
   c.diffusion.objective = "edm"  # eps | v | x0 | edm | flow

@@ -18,14 +18,29 @@ data and the text encoders.
   small widths, `model.text.encoder = "clip"` (causal attention, quick GELU, as CLIP; its
   params are named as transformers' CLIPTextModel), or `"transformer"`, the same blocks with
   bidirectional attention and exact GELU: every token reads the whole prompt.
+- `model.text.pretrained = WORKDIR`, a text_to_image run (`gen import` of a Stable Diffusion
+  pipeline folder): its CLIP text encoder, **frozen** (`FrozenEncoder`: its weights are not
+  in the run's params, no gradient reaches them), and its CLIP tokenizer (`ClipPrompts`)
+  replace the jointly trained ones. The ids are the first `model.text.max_length` of CLIP's
+  77 (start, words, end, padding): CLIP's attention is causal, so the states of those
+  positions are exactly the ones Stable Diffusion's pipeline computes over all 77 (tested);
+  a prompt longer than `max_length` tokens is refused, as is one over the word tokenizer's.
+  CLIP's byte-level BPE has no unknown words. The data spec records the source
+  (`extra["text_encoder"]`: its workdir and checkpoint step), which `make` reads again, as a
+  latent run reads its autoencoder: keep that workdir where it is. The encoder runs forward
+  only, at every step: for the 123M-parameter encoder of Stable Diffusion 1.x that is about
+  2 x 123M x `max_length` FLOPs per caption, worth a GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -97,12 +112,52 @@ class WordTokenizer:
     return " ".join(self.tok.id_to_token(int(i)) for i in ids if int(i) >= len(SPECIALS))
 
 
-def tokenizer_of(spec: DataSpec) -> WordTokenizer:
-  if not spec.extra or spec.extra.get("tokenizer", {}).get("kind") != "words":
-    raise ConfigError("a text_denoiser run's data_spec.json holds its word tokenizer "
-                      "(extra.tokenizer); this one has none: open the data with "
-                      "gen.diffusion.make_data")
-  return WordTokenizer.from_json(spec.extra["tokenizer"])
+class ClipPrompts:
+  """A pretrained CLIP tokenizer (`model.text.pretrained`'s) with the word tokenizer's contract:
+  prompts to int32 ids [N, max_length], the first `max_length` of CLIP's padded ids; a prompt
+  of more than `max_length` tokens (start and end included) is a ValueError."""
+
+  def __init__(self, tokenizer: clip.CLIPTokenizer, max_length: int):
+    self.tok, self.max_length = tokenizer, int(max_length)
+    if not 3 <= self.max_length <= tokenizer.model_max_length:
+      raise ConfigError(f"model.text.max_length = {self.max_length}: a pretrained CLIP "
+                        f"tokenizer gives 3 to {tokenizer.model_max_length} ids")
+
+  @classmethod
+  def from_json(cls, d: dict) -> ClipPrompts:
+    return cls(clip.CLIPTokenizer.from_json(d["clip"]), d["max_length"])
+
+  def to_json(self) -> dict:
+    return {"kind": "clip", "clip": self.tok.to_json(), "max_length": self.max_length}
+
+  @property
+  def vocab_size(self) -> int:
+    return self.tok.vocab_size
+
+  def __call__(self, prompts) -> np.ndarray:
+    """int32 [len(prompts), max_length]; ValueError on a prompt over max_length tokens."""
+    prompts = [str(p) for p in prompts]
+    ids, lengths = self.tok.encode(prompts)
+    for text, n in zip(prompts, lengths):
+      if n > self.max_length:
+        raise ValueError(f"prompt {text!r} is {n} CLIP tokens with the start and end tokens; "
+                         f"the model reads at most model.text.max_length = {self.max_length}")
+    return ids[:, :self.max_length]
+
+  def decode(self, ids) -> str:
+    return self.tok.decode(ids)
+
+
+TOKENIZERS = {"words": WordTokenizer, "clip": ClipPrompts}  # extra["tokenizer"]["kind"] ->
+
+
+def tokenizer_of(spec: DataSpec) -> WordTokenizer | ClipPrompts:
+  kind = ((spec.extra or {}).get("tokenizer") or {}).get("kind")
+  if kind not in TOKENIZERS:
+    raise ConfigError("a text_denoiser run's data_spec.json holds its tokenizer "
+                      "(extra.tokenizer, a word tokenizer or a pretrained CLIP one); this one "
+                      "has none: open the data with gen.diffusion.make_data")
+  return TOKENIZERS[kind].from_json(spec.extra["tokenizer"])
 
 
 # ----------------------------------------------------------------------------------- data
@@ -154,14 +209,22 @@ class _Captioned:
     if t.max_length < 3:
       raise ConfigError(f"model.text.max_length must be >= 3 ([BOS] word [EOS]), got "
                         f"{t.max_length}")
-    self.tokenizer = _train_tokenizer(config.data.name, config.data.train_split,
-                                      config.data.dir, int(t.tokenizer_captions),
-                                      int(t.max_length))
+    extra = {}
+    if t.get("pretrained", ""):
+      source = pretrained_source(t.pretrained)
+      self.tokenizer = ClipPrompts(clip.CLIPTokenizer.from_json(source.tokenizer),
+                                   int(t.max_length))
+      extra["text_encoder"] = {"source": source.workdir, "step": source.step,
+                               "hidden_size": source.hidden_size}
+    else:
+      self.tokenizer = _train_tokenizer(config.data.name, config.data.train_split,
+                                        config.data.dir, int(t.tokenizer_captions),
+                                        int(t.max_length))
     super().__init__(config, process_index, process_count, reuse)
     self.spec = dataclasses.replace(
         self.spec, fields={**self.spec.fields, "ids": ((self.tokenizer.max_length,), "int32")},
         extra={**self.spec.extra, "tokenizer": self.tokenizer.to_json(),
-               "prompts": captions_of(self.eval_source, t.prompts)})
+               "prompts": captions_of(self.eval_source, t.prompts), **extra})
 
   def load(self, split: str, train: bool):
     return Tokenized(super().load(split, train), self.tokenizer)
@@ -219,8 +282,104 @@ class TextEncoder(nn.Module):
     return model(ids)[0]
 
 
+# ------------------------------------------------------------ a pretrained, frozen encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """What `model.text.pretrained` names: a text_to_image run's workdir (absolute), its newest
+  checkpoint's step, its CLIP tokenizer (JSON) and its text encoder's width."""
+
+  workdir: str
+  step: int
+  tokenizer: dict
+  hidden_size: int
+
+
+def pretrained_source(path: str) -> Source:
+  """The text_to_image run at `path`, checked: ConfigErrors name what is missing."""
+  from gen.core import runs
+  from gen.core.checkpoint import Checkpointer
+
+  what = f"model.text.pretrained={path}"
+  if not os.path.isfile(os.path.join(path, runs.CONFIG_FILE)):
+    raise ConfigError(f"{what}: no run there ({runs.CONFIG_FILE} not found); import a Stable "
+                      "Diffusion pipeline folder with gen import --from=FOLDER --workdir=DIR")
+  config = runs.load_config(path)
+  if config.get("family") != "diffusion" or config.model.get("kind") != "text_to_image":
+    raise ConfigError(f"{what} holds a {config.get('family')} "
+                      f"{config.model.get('kind', 'model')} run, not a text_to_image one (gen "
+                      "import of a Stable Diffusion pipeline folder)")
+  spec = DataSpec.load(path)
+  tok = (spec.extra or {}).get("tokenizer") if spec is not None else None
+  if not (isinstance(tok, dict) and "bos_id" in tok):
+    raise ConfigError(f"{what}: its data_spec.json holds no CLIP tokenizer")
+  steps = []
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    ckpt = Checkpointer(path, async_save=False, create=False)
+    try:
+      steps = ckpt.all_steps()
+    finally:
+      ckpt.close()
+  if not steps:
+    raise ConfigError(f"{what} has no checkpoint")
+  return Source(os.path.abspath(path), int(steps[-1]), tok,
+                int(config.model.text_to_image.text_encoder.hidden_size))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frozen:
+  """A CLIP text model and its params, outside any Flax tree (a module's attribute holding
+  this is not a submodule: no params of the run's own)."""
+
+  net: Any
+  params: Any
+
+
+class FrozenEncoder(nn.Module):
+  """ids [B, L] -> a pretrained CLIP text model's last hidden state [B, L, width], a constant
+  of the program: no gradient reaches it."""
+
+  frozen: Frozen
+
+  def __call__(self, ids):
+    f = self.frozen
+    return jax.lax.stop_gradient(clip.encode(f.net, f.params, ids))
+
+
+@functools.lru_cache(maxsize=2)
+def _restore_encoder(workdir: str, step: int, mtime: float):
+  """(the text encoder's config fields, its params) of a text_to_image run's checkpoint
+  `step`, restored once (`mtime` tells a rewritten checkpoint from the cached one)."""
+  from gen.core import runs
+
+  del mtime
+  config, _, pipeline, state, _ = runs.load_workdir(workdir, step=step)
+  params = jax.device_get(pipeline.sample_params(state))["text_encoder"]
+  return dict(config.model.text_to_image.text_encoder), params
+
+
+def frozen_encoder(spec: DataSpec, dtype=jnp.float32) -> FrozenEncoder:
+  """The frozen encoder a spec's `extra["text_encoder"]` records (reads its run: call it
+  eagerly)."""
+  record = spec.extra["text_encoder"]
+  path, step = record["source"], int(record["step"])
+  folder = os.path.join(path, "checkpoints", str(step))
+  if not os.path.isdir(folder):
+    raise ConfigError(f"the pretrained text encoder {path} (step {step}) this run was trained "
+                      "with is gone: restore it there")
+  fields, params = _restore_encoder(path, step, os.path.getmtime(folder))
+  return FrozenEncoder(Frozen(clip.CLIPTextModel(**fields, dtype=dtype), params))
+
+
+def width_of(t, spec: DataSpec) -> int:
+  """The text encoder's width: the pretrained one's (as its record says) or model.text's."""
+  record = (spec.extra or {}).get("text_encoder")
+  return int(record["hidden_size"]) if record else int(t.width)
+
+
 def encoder_of(t, vocab_size: int, dtype=jnp.float32) -> TextEncoder:
-  """The text encoder of `model.text` (`t`)."""
+  """The text encoder of `model.text` (`t`), trained jointly."""
   if t.encoder not in ENCODERS:
     raise ConfigError(f"model.text.encoder must be one of {', '.join(ENCODERS)}, got "
                       f"'{t.encoder}'")

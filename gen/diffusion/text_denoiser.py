@@ -1,10 +1,11 @@
 """Text to image from scratch: a denoiser conditioned on a caption (`model.kind = "text_denoiser"`).
 
 The network is a text encoder (`gen.diffusion.text.TextEncoder`, `model.text`: CLIP's text
-transformer or a bidirectional one, trained jointly from scratch) whose states every
-backbone block reads by cross-attention: `model.arch = "unet2d_condition"`, diffusers'
-UNet2DConditionModel at small widths (`model.text_to_image.unet`, the layout the SD import
-loads; its cross_attention_dim is the encoder's width), or `"dit"`, gen's DiT with
+transformer or a bidirectional one, trained jointly from scratch; or, with
+`model.text.pretrained`, an imported Stable Diffusion run's CLIP text encoder, frozen) whose
+states every backbone block reads by cross-attention: `model.arch = "unet2d_condition"`,
+diffusers' UNet2DConditionModel at small widths (`model.text_to_image.unet`, the layout the SD
+import loads; its cross_attention_dim is the encoder's width), or `"dit"`, gen's DiT with
 PixArt-alpha's cross-attention blocks (`model.dit`). Everything else is the denoiser's
 (`gen.diffusion.denoiser`): any process and objective, EMA, pixels or an autoencoder's
 latents (`latent.autoencoder`), the same training step with the caption in place of the
@@ -92,13 +93,20 @@ def check(config, spec: DataSpec):
   if config.diffusion.guidance != 1.0 and not t.caption_dropout:
     raise ConfigError(f"diffusion.guidance = {config.diffusion.guidance} needs a model trained "
                       "with caption dropout (model.text.caption_dropout > 0); 1.0 means none")
-  if m.arch == "unet2d_condition" and m.text_to_image.unet.cross_attention_dim != t.width:
-    raise ConfigError(f"model.text_to_image.unet.cross_attention_dim = "
-                      f"{m.text_to_image.unet.cross_attention_dim} must be the text encoder's "
-                      f"width model.text.width = {t.width}")
   if "ids" not in spec.fields:
     raise ConfigError("a text_denoiser's data has captions (ids): open it with "
                       "gen.diffusion.make_data")
+  pretrained = (spec.extra or {}).get("text_encoder")
+  if bool(t.get("pretrained", "")) != bool(pretrained):
+    raise ConfigError("model.text.pretrained and the data spec disagree on the text encoder: "
+                      "open the data with gen.diffusion.make_data and this config")
+  width = text.width_of(t, spec)
+  where = (f"model.text.pretrained's hidden size {width}" if pretrained else
+           f"model.text.width = {width}")
+  if m.arch == "unet2d_condition" and m.text_to_image.unet.cross_attention_dim != width:
+    raise ConfigError(f"model.text_to_image.unet.cross_attention_dim = "
+                      f"{m.text_to_image.unet.cross_attention_dim} must be the text encoder's "
+                      f"width, {where}")
 
 
 def parts(config, spec: DataSpec, codec: latent_lib.Codec | None = None):
@@ -107,7 +115,10 @@ def parts(config, spec: DataSpec, codec: latent_lib.Codec | None = None):
   tokenizer = text.tokenizer_of(spec)
   shape = tuple(spec.shape) if codec is None else tuple(codec.shape)
   dtype = DTYPES[m.dtype]
-  encoder = text.encoder_of(t, tokenizer.vocab_size, dtype)
+  if (spec.extra or {}).get("text_encoder"):
+    encoder = text.frozen_encoder(spec, dtype)
+  else:
+    encoder = text.encoder_of(t, tokenizer.vocab_size, dtype)
   if m.arch == "dit":
     d = m.dit
     backbone = DiT(shape[-1], d.patch, d.dim, d.depth, d.heads, d.mlp_ratio, m.dropout, 0,
@@ -173,7 +184,7 @@ def prompts_of(flags: dict) -> list[str] | None:
   return prompts
 
 
-def sample_options(cfg: TextSettings, tokenizer: text.WordTokenizer, num: int, flags: dict
+def sample_options(cfg: TextSettings, tokenizer, num: int, flags: dict
                    ) -> tuple[int, dict]:
   """`gen sample`'s flags as `sample`'s arguments, eagerly: --prompt / --prompt_file (cycled
   over `num` images; `num` 0: DEFAULT_NUM of one prompt, one image per line of a file, or
