@@ -165,6 +165,31 @@ def test_peers_diffusion_real_shapes(capsys, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("flags", [
+    ["--model=sd-unet", "--widths=32,32,32,32", "--heads=2", "--size=16", "--batch=1"],
+    ["--model=llama", "--layers=1", "--seq=8", "--batch=1"]])
+def test_peers_train_profile(capsys, flags):
+  """The train-step profile at tiny shapes: every phase, the same layer calls recorded on
+  both sides, torch's op groups."""
+  for name in ("torch", "diffusers", "transformers"):
+    pytest.importorskip(name)
+  load_peer("train_profile").main([*flags, "--repeats=1", "--json"])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert [r["phase"] for r in out["phases"]] == ["forward", "forward + backward", "step",
+                                                  "update"]
+  assert all(r["ours_ms"] > 0 and r["theirs_ms"] > 0 for r in out["phases"])
+  assert out["our_params"] == out["their_params"]
+  pieces = {r["kind"]: r for r in out["pieces"]}
+  same = ("resnet block", "transformer block", "conv", "GroupNorm", "attention", "attention core",
+          "LayerNorm") if "sd-unet" in flags[0] else ("decoder layer", "attention", "RMSNorm",
+                                                      "MLP (SwiGLU)", "attention core")
+  for kind in same:  # The same calls on both sides.
+    assert pieces[kind]["ours_calls"] == pieces[kind]["theirs_calls"] > 0, kind
+    assert pieces[kind]["ours_forward_backward_ms"] > 0 < pieces[kind]["theirs_forward_ms"]
+  assert sum(out["torch_ops"]["groups_ms"].values()) > 0 and out["torch_ops"]["top_ops"]
+
+
+@pytest.mark.slow
 def test_peers_stable_diffusion(capsys):
   """The text-to-image peer script at a tiny size: both sides run, the images agree."""
   for name in ("torch", "diffusers", "transformers"):
