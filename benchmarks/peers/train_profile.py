@@ -63,7 +63,8 @@ LATENT_CHANNELS, TEXT_TOKENS, TEXT_WIDTH = 4, 77, 768
 
 @dataclasses.dataclass
 class Side:
-  """One implementation: its loss and train step, and how its layers are grouped."""
+  """One implementation: its loss, its parameters (ours) or model (theirs), and how its
+  layers are grouped into kinds."""
 
   loss: Callable  # ours: loss(params, *data); theirs: loss() -> tensor
   params: object  # ours: the params; theirs: the model
@@ -80,7 +81,8 @@ class Profile:
   clip: float
   options: dict  # our XLA compiler options
   attention: Callable  # (recorded call of ours) -> (q, k, v shapes, causal, kv_heads)
-  extra: Callable | None = None  # more pieces: [(kind, count, ours fwd, theirs fwd)]
+  # More pieces: () -> [(kind, count, our function, its arguments, theirs, its arguments)].
+  extra: Callable | None = None
   meta: dict = dataclasses.field(default_factory=dict)
 
 
@@ -151,7 +153,7 @@ def sd_unet(args) -> Profile:
       "Conv2d": "conv", "Upsample2D": "upsample conv", "GroupNorm": "GroupNorm",
       "LayerNorm": "LayerNorm", "Linear": "linear", "Attention": "attention",
       "FeedForward": "feed-forward (GEGLU)", "name:.*upsamplers\\.0\\.conv$": ""})
-  n = sum(v.size for v in jax.tree.leaves(params))
+  n = sum(a.size for a in jax.tree.leaves(params))
   return Profile(ours, theirs, optim("adamw", 1e-4, 0.01, 1.0),
                  torch_adamw(model, 1e-4, 0.01), 1.0, dict(xla.CONVNET_CPU), attention,
                  meta={"widths": widths, "heads": heads, "latents": (b, s, s, LATENT_CHANNELS),
@@ -217,7 +219,7 @@ def llama(args) -> Profile:
       "LlamaDecoderLayer": "decoder layer", "LlamaAttention": "attention",
       "LlamaMLP": "MLP (SwiGLU)", "LlamaRMSNorm": "RMSNorm", "Linear": "linear",
       "Embedding": "embedding", "name:^lm_head$": ""})
-  n = sum(v.size for v in jax.tree.leaves(params))
+  n = sum(x.size for x in jax.tree.leaves(params))
   prof = Profile(ours, theirs, optim("adamw", 3e-4, 0.1, 1.0), torch_adamw(model, 3e-4, 0.1),
                  1.0, {}, attention, extra=head_loss,
                  meta={"shape": {k: shape[k] for k in ("num_hidden_layers", "hidden_size",
