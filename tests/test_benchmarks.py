@@ -120,6 +120,7 @@ def load_peer(name):
   sys.path.insert(0, folder)
   spec = importlib.util.spec_from_file_location(f"peer_{name}", os.path.join(folder, f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # (Its dataclasses look their module up.)
   spec.loader.exec_module(module)
   return module
 
@@ -134,6 +135,58 @@ def test_peers(capsys):
                                    "--batch=2", "--no_compile"))
   out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert out["sample"][0]["ratio_eager"] > 0 and out["train"][0]["ratio_eager"] > 0
+
+
+@pytest.mark.slow
+def test_peers_diffusion_real_shapes(capsys, monkeypatch):
+  """--model=ddpm-cifar10 (the layout shrunk: written by diffusers, imported, the same params
+  on both sides) and --model=dit-s2 (shrunk by overrides, which reach both sides)."""
+  for name in ("torch", "diffusers", "transformers"):
+    pytest.importorskip(name)
+  peer = load_peer("diffusion")
+  monkeypatch.setitem(peer.DDPM_CIFAR10, "sample_size", 8)
+  monkeypatch.setitem(peer.DDPM_CIFAR10, "block_out_channels", (8, 8, 8, 8))
+  monkeypatch.setitem(peer.DDPM_CIFAR10, "norm_num_groups", 4)
+  flags = ["--steps=2", "--batch=2", "--train_batch=2", "--no_compile", "--repeats=1", "--json"]
+  peer.main(["--model=ddpm-cifar10", *flags])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  (sample,), (train,) = out["sample"], out["train"]
+  assert sample["our_params"] == sample["diffusers_params"]
+  assert sample["ratio_eager"] > 0 and train["ratio_eager"] > 0 and train["batch"] == 2
+  tiny = {"model.dit.dim": 16, "model.dit.depth": 2, "model.dit.heads": 2}
+  peer.main(["--model=dit-s2", *flags, *(f"--config.{k}={v}" for k, v in tiny.items())])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  (sample,), (train,) = out["sample"], out["train"]
+  # diffusers' second block has its own timestep MLP (16 x 256 + 16 x 16 + biases) and
+  # label table (1001 x 16); ours share the first.
+  extra = 256 * 16 + 16 + 16 * 16 + 16 + 1001 * 16
+  assert sample["diffusers_params"] - sample["our_params"] == extra
+  assert sample["ratio_eager"] > 0 and train["ratio_eager"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags", [
+    ["--model=sd-unet", "--widths=32,32,32,32", "--heads=2", "--size=16", "--batch=1"],
+    ["--model=llama", "--layers=1", "--seq=8", "--batch=1"]])
+def test_peers_train_profile(capsys, flags):
+  """The train-step profile at tiny shapes: every phase, the same layer calls recorded on
+  both sides, torch's op groups."""
+  for name in ("torch", "diffusers", "transformers"):
+    pytest.importorskip(name)
+  load_peer("train_profile").main([*flags, "--repeats=1", "--json"])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert [r["phase"] for r in out["phases"]] == ["forward", "forward + backward", "step",
+                                                  "update"]
+  assert all(r["ours_ms"] > 0 and r["theirs_ms"] > 0 for r in out["phases"])
+  assert out["our_params"] == out["their_params"]
+  pieces = {r["kind"]: r for r in out["pieces"]}
+  same = ("resnet block", "transformer block", "conv", "GroupNorm", "attention", "attention core",
+          "LayerNorm") if "sd-unet" in flags[0] else ("decoder layer", "attention", "RMSNorm",
+                                                      "MLP (SwiGLU)", "attention core")
+  for kind in same:  # The same calls on both sides.
+    assert pieces[kind]["ours_calls"] == pieces[kind]["theirs_calls"] > 0, kind
+    assert pieces[kind]["ours_forward_backward_ms"] > 0 < pieces[kind]["theirs_forward_ms"]
+  assert sum(out["torch_ops"]["groups_ms"].values()) > 0 and out["torch_ops"]["top_ops"]
 
 
 @pytest.mark.slow
