@@ -69,3 +69,23 @@ def test_sincos_2d_codes_rows_then_columns_in_raster_order():
   # Every token gets its own code.
   dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
   assert dist[~np.eye(h * w, dtype=bool)].min() > 0.1
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
+def test_dot_product_attention_is_jax_reference(dtype, tol):
+  """gen's attention (two einsums on CPU) is jax.nn.dot_product_attention's math: outputs and
+  the gradients of q, k and v, self- and cross-attention (T != S), float32 and bfloat16."""
+  from gen.nn.attention import dot_product_attention
+
+  ks = jax.random.split(jax.random.key(0), 4)
+  q = jax.random.normal(ks[0], (2, 12, 3, 8)).astype(dtype)
+  for s in (12, 5):
+    k = jax.random.normal(ks[1], (2, s, 3, 8)).astype(dtype)
+    v = jax.random.normal(ks[2], (2, s, 3, 8)).astype(dtype)
+    g = jax.random.normal(ks[3], q.shape).astype(dtype)
+    got, got_vjp = jax.vjp(dot_product_attention, q, k, v)
+    want, want_vjp = jax.vjp(jax.nn.dot_product_attention, q, k, v)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    for a, b in zip((got, *got_vjp(g)), (want, *want_vjp(g))):
+      np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                 atol=tol, rtol=tol)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from gen.nn import attention
 from gen.nn.conv import UpsampleConv
 from gen.nn.embeddings import sincos_2d, sinusoidal
 from gen.nn.norm import GroupNorm
@@ -88,7 +88,7 @@ class SelfAttention(nn.Module):
     heads = math.gcd(self.heads, c)
     y = GroupNorm(num_groups(c, self.groups))(x).reshape(b, h * w, c)
     qkv = nn.DenseGeneral((3, heads, c // heads), dtype=self.dtype)(y)  # [B, L, 3, heads, hd]
-    out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    out = attention.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     out = nn.DenseGeneral(c, axis=(-2, -1), kernel_init=nn.initializers.zeros,
                           dtype=self.dtype)(out)
     return x + out.reshape(b, h, w, c)
@@ -197,12 +197,12 @@ class DiTBlock(nn.Module):
                                 dtype=dt)
     y = norm()(x) * (1 + scale1) + shift1
     qkv = nn.DenseGeneral((3, self.heads, hd), dtype=dt)(y)
-    y = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
+    y = attention.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2])
     x = x + gate1 * nn.DenseGeneral(self.dim, axis=(-2, -1), dtype=dt)(y)
     if context is not None:  # PixArt-alpha's cross-attention: unmodulated, output zeroed.
       q = nn.DenseGeneral((self.heads, hd), dtype=dt, name="cross_q")(x)
       kv = nn.DenseGeneral((2, self.heads, hd), dtype=dt, name="cross_kv")(context.astype(dt))
-      y = jax.nn.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
+      y = attention.dot_product_attention(q, kv[:, :, 0], kv[:, :, 1])
       x = x + nn.DenseGeneral(self.dim, axis=(-2, -1), kernel_init=nn.initializers.zeros,
                               dtype=dt, name="cross_out")(y)
     y = norm()(x) * (1 + scale2) + shift2

@@ -40,10 +40,10 @@ import math
 import re
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gen.nn import attention
 from gen.nn.conv import UpsampleConv
 from gen.nn.norm import GroupNorm
 
@@ -156,7 +156,7 @@ class Attention(nn.Module):
     def proj(name):
       return nn.Dense(c, dtype=dt, name=name)(y).reshape(b, h * w, self.heads, hd)
 
-    out = jax.nn.dot_product_attention(proj("to_q"), proj("to_k"), proj("to_v"))
+    out = attention.dot_product_attention(proj("to_q"), proj("to_k"), proj("to_v"))
     out = nn.Dense(c, dtype=dt, name="to_out_0")(out.reshape(b, h * w, c))
     return (x + out.reshape(b, h, w, c)) / self.rescale_output_factor
 

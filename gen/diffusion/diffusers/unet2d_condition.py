@@ -20,7 +20,7 @@ LayerNorm (1e-5) and self-attention `attn1`, LayerNorm and cross-attention `attn
 values from the encoder states, of width cross_attention_dim), LayerNorm and a GEGLU
 feed-forward (`ff.net.0.proj` to 2 x 4 x width, the first half times gelu(the second),
 `ff.net.2` back), each added to its input. Attention projections have no bias but to_out.0;
-softmax(q k^T / sqrt(head dim)) through `jax.nn.dot_product_attention`.
+softmax(q k^T / sqrt(head dim)) through `gen.nn.attention.dot_product_attention`.
 
 Heads: diffusers reads the config's `attention_head_dim` as the number of heads of each block
 (its "naming issue": `num_attention_heads = num_attention_heads or attention_head_dim`), an
@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from gen.core.interop import InputError, read_json
 from gen.diffusion.diffusers import tensors as tensors_lib
 from gen.diffusion.diffusers.unet2d import ResnetBlock2D, timestep_embedding
+from gen.nn import attention
 from gen.nn.conv import UpsampleConv
 from gen.nn.norm import GroupNorm
 
@@ -102,7 +103,7 @@ class CrossAttention(nn.Module):
       out = out.reshape(*y.shape[:2], self.heads, self.head_dim)
       return out.astype(jnp.float32) if self.upcast else out
 
-    out = jax.nn.dot_product_attention(proj("to_q", x), proj("to_k", context),
+    out = attention.dot_product_attention(proj("to_q", x), proj("to_k", context),
                                        proj("to_v", context))
     out = out.astype(self.dtype).reshape(*x.shape[:2], inner)
     return nn.Dense(x.shape[-1], dtype=self.dtype, name="to_out_0")(out)
