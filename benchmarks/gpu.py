@@ -164,10 +164,13 @@ def prepare_imports() -> dict:
 @contextlib.contextmanager
 def attention(impl: str):
   """`jax.nn.dot_product_attention` with `implementation=impl` while programs are traced
-  (callers that name one keep theirs); yields a list that counts the calls."""
+  (callers that name one keep theirs), and gen's own (`gen.nn.attention`, which computes it
+  itself on CPU) through it; yields a list that counts the calls."""
   import jax
 
-  real, calls = jax.nn.dot_product_attention, []
+  from gen.nn import attention as gen_attention
+
+  real, real_gen, calls = jax.nn.dot_product_attention, gen_attention.dot_product_attention, []
 
   def patched(*args, **kwargs):
     calls.append(1)
@@ -175,10 +178,12 @@ def attention(impl: str):
     return real(*args, **kwargs)
 
   jax.nn.dot_product_attention = patched
+  gen_attention.dot_product_attention = patched
   try:
     yield calls
   finally:
     jax.nn.dot_product_attention = real
+    gen_attention.dot_product_attention = real_gen
 
 
 def with_attention(build):
