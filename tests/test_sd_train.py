@@ -154,6 +154,11 @@ def test_cli_import_train_sample_export(base, trained, tmp_path, capsys):
   config, spec, pipeline, state, step = runs.load_workdir(trained)
   assert step == 2 and isinstance(state, text_to_image.TextToImageState)
   assert isinstance(state, lora_lib.LoraState) and len(state.plan.targets) == 32 + 4
+  # Its summary's "full fine-tuning" optimizer state is the UNet's alone, what trains without LoRA.
+  unet_opt = jax.eval_shape(state.tx.init, state.base_params["unet"])
+  all_opt = jax.eval_shape(state.tx.init, state.base_params)
+  assert state.full_opt_bytes == lora_lib._nbytes(unet_opt) < lora_lib._nbytes(all_opt)
+  assert f"full fine-tuning: {lora_lib._mib(lora_lib._nbytes(unet_opt))}" in lora_lib.summary(state)
   assert spec.shape == (8, 8, 3) and len(spec.extra["prompts"]) == text_to_image.PROMPTS
   assert spec.extra["tokenizer"] == DataSpec.load(base[0]).extra["tokenizer"]
   assert config.init_from == base[0] and config.model.text_to_image.caption_dropout == 0.1

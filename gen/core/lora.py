@@ -241,6 +241,9 @@ class LoraState(TrainState):
   factors: Any = None
   factors_ema: Any = None
   plan: Plan = struct.field(pytree_node=False, default=None)
+  # The family's own optimizer state's bytes, what full fine-tuning keeps (for `summary`): a
+  # family may train only part of its params without LoRA (text_to_image: the UNet).
+  full_opt_bytes: int = struct.field(pytree_node=False, default=0)
 
   def merged(self, factors=None):
     return merge(self.plan, self.base, self.factors if factors is None else factors)
@@ -294,7 +297,8 @@ def from_state(state: TrainState, plan: Plan, rng) -> LoraState:
   return state_class(type(state))(
       step=state.step, params=None, ema_params=None, opt_state=state.tx.init(factors),
       tx=state.tx, ema_decay=state.ema_decay, base=store_base(plan, state.params),
-      factors=factors, factors_ema=ema, plan=plan, **extra)
+      factors=factors, factors_ema=ema, plan=plan, full_opt_bytes=_nbytes(state.opt_state),
+      **extra)
 
 
 def _nbytes(tree) -> int:
@@ -306,16 +310,16 @@ def _mib(n: int) -> str:
 
 
 def summary(state: LoraState) -> str:
-  """Trainable params and optimizer-state bytes against full fine-tuning (shapes only)."""
+  """Trainable params and optimizer-state bytes against full fine-tuning (shapes only): the
+  family's own optimizer state, over the params it trains without LoRA."""
   full_params = jax.eval_shape(lambda s: s.base_params, state)
-  full_opt = jax.eval_shape(state.tx.init, full_params)
   n_full = sum(math.prod(x.shape) for x in jax.tree.leaves(full_params))
   n_lora = sum(math.prod(x.shape) for x in jax.tree.leaves(state.factors))
   p = state.plan
   return (f"LoRA rank {p.rank} (scale {p.scale:g}) on {len(p.targets)} matrices: "
           f"{n_lora:,} trainable params of {n_full:,} ({100 * n_lora / max(n_full, 1):.3g}%), "
           f"optimizer state {_mib(_nbytes(state.opt_state))} (full fine-tuning: "
-          f"{_mib(_nbytes(full_opt))}), base stored once "
+          f"{_mib(state.full_opt_bytes)}), base stored once "
           f"({p.base_dtype or 'as the params'}, {_mib(_nbytes(state.base))})")
 
 
