@@ -14,6 +14,7 @@ from conftest import ROOT, TINY_DIFFUSION, TINY_LM, TINY_PIXELCNN, config_path
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import attention as attention_bench  # noqa: E402
 import compiler_options  # noqa: E402
 import gpu  # noqa: E402
 import measure  # noqa: E402
@@ -290,3 +291,20 @@ def test_gpu_script_smoke(tmp_path):
     assert row.rstrip().endswith(f"| {g['status']} |") and f"{g['value']:.3f}" in row
   missed = [g for g in report["goals"] if g["status"] == "missed"]
   assert md.count("| missed |") == len(missed)
+
+
+def test_attention_benchmark_times_every_form_and_checks_it(capsys):
+  """`benchmarks/attention.py` times jax's, gen's, the whole and the blocked forms (torch's
+  where installed) and reports each one's distance to jax's output."""
+  attention_bench.main(["--shapes=1,8,2,4,8;1,8,2,4,3", "--blocks=4,3", "--repeats=1",
+                        "--json"])
+  out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  first, cross = out["results"]
+  assert first["shape"] == [1, 8, 2, 4, 8]
+  assert {"jax", "gen", "whole", "block=4"} <= first["forms"].keys()
+  assert "block=3" not in first["forms"]  # 3 does not divide 8 queries.
+  for r in (first, cross):
+    for name, row in r["forms"].items():
+      assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
+      if name != "torch":
+        assert row["max_abs_err"] < 1e-5, (name, row)

@@ -1,5 +1,7 @@
 """Shared layers compute exactly what the textbook forms they replace compute."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -72,20 +74,42 @@ def test_sincos_2d_codes_rows_then_columns_in_raster_order():
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
-def test_dot_product_attention_is_jax_reference(dtype, tol):
-  """gen's attention (two einsums on CPU) is jax.nn.dot_product_attention's math: outputs and
-  the gradients of q, k and v, self- and cross-attention (T != S), float32 and bfloat16."""
+@pytest.mark.parametrize("block", [None, 4])
+def test_dot_product_attention_is_jax_reference(dtype, tol, block):
+  """gen's attention on CPU (two einsums, whole or in query blocks recomputed in the backward
+  pass) is jax.nn.dot_product_attention's math: outputs and the gradients of q, k and v, self-
+  and cross-attention (T != S), float32 and bfloat16."""
   from gen.nn.attention import dot_product_attention
 
+  attention = functools.partial(dot_product_attention, block=block)
   ks = jax.random.split(jax.random.key(0), 4)
   q = jax.random.normal(ks[0], (2, 12, 3, 8)).astype(dtype)
   for s in (12, 5):
     k = jax.random.normal(ks[1], (2, s, 3, 8)).astype(dtype)
     v = jax.random.normal(ks[2], (2, s, 3, 8)).astype(dtype)
     g = jax.random.normal(ks[3], q.shape).astype(dtype)
-    got, got_vjp = jax.vjp(dot_product_attention, q, k, v)
+    got, got_vjp = jax.vjp(attention, q, k, v)
     want, want_vjp = jax.vjp(jax.nn.dot_product_attention, q, k, v)
     assert got.dtype == want.dtype and got.shape == want.shape
     for a, b in zip((got, *got_vjp(g)), (want, *want_vjp(g))):
       np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                  atol=tol, rtol=tol)
+
+
+def test_dot_product_attention_blocks_long_sequences():
+  """From BLOCKED_MIN_TOKENS queries and keys on, the CPU attention runs in query blocks (a
+  loop in the compiled program) and still gives jax's numbers; a block that does not divide
+  the queries is refused."""
+  from gen.nn import attention
+
+  t = attention.BLOCKED_MIN_TOKENS
+  ks = jax.random.split(jax.random.key(1), 3)
+  q, k, v = (jax.random.normal(key, (1, t, 2, 4)) for key in ks)
+  hlo = jax.jit(attention.dot_product_attention).lower(q, k, v).as_text()
+  assert "while" in hlo
+  short = jax.jit(attention.dot_product_attention).lower(q[:, :t // 2], k, v).as_text()
+  assert "while" not in short
+  np.testing.assert_allclose(attention.dot_product_attention(q, k, v),
+                             jax.nn.dot_product_attention(q, k, v), atol=2e-6, rtol=2e-6)
+  with pytest.raises(ValueError, match="not a multiple of the query block 5"):
+    attention.dot_product_attention(q, k, v, block=5)

@@ -3,7 +3,8 @@ self-attention with an explicit key/value cache, and rotary position embeddings.
 
 Attention goes through `jax.nn.dot_product_attention`, so GPUs get the fused cuDNN kernel
 where shapes and dtypes allow and other backends the XLA reference; on CPU the unmasked one
-is computed as two einsums, the same math, faster there (`dot_product_attention`). The cache is plain
+is computed here, the same math, faster there: two einsums, in query blocks with
+recomputation for long sequences (`dot_product_attention`). The cache is plain
 state passed in and returned (no mutable Flax collections): `{"k", "v"}` arrays of shape
 `[B * kv_heads, max_len, head_dim]` (row `b * kv_heads + j` holds head j of sequence b),
 written at the absolute positions of the new tokens.
@@ -26,19 +27,49 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  """`jax.nn.dot_product_attention(q, k, v)` without mask or bias, q [B, T, N, H] and k, v
-  [B, S, N, H] with as many heads. On CPU it is computed here, as two einsums over [B, N, T, S]
-  logits, the same math as jax's XLA reference (float32 logits scaled by 1/sqrt(H), softmax,
-  probabilities cast to the keys' dtype), without the grouped-query reshape that reference
-  lowers to: XLA:CPU runs this 1.1-1.7x faster forward and 1.0-1.6x forward + backward
-  (`benchmarks/RESULTS.md`). Elsewhere jax's own, so GPUs get their fused kernels."""
-  if jax.default_backend() != "cpu":
-    return jax.nn.dot_product_attention(q, k, v)
+# Query blocks of the CPU attention: sequences of at least BLOCKED_MIN_TOKENS queries and keys
+# run in blocks of QUERY_BLOCK queries (`dot_product_attention`).
+QUERY_BLOCK = 128
+BLOCKED_MIN_TOKENS = 512
+
+
+def _attention_core(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
   logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
   logits = logits * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), logits.dtype)
   probs = jax.nn.softmax(logits, axis=-1).astype(k.dtype)
   return jnp.einsum("bnts,bsnh->btnh", probs, v)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                          block: int | None = None) -> jax.Array:
+  """`jax.nn.dot_product_attention(q, k, v)` without mask or bias, q [B, T, N, H] and k, v
+  [B, S, N, H] with as many heads. Elsewhere than on CPU it is jax's own, so GPUs get their
+  fused kernels. On CPU it is computed here, the same math as jax's XLA reference (float32
+  logits scaled by 1/sqrt(H), softmax, probabilities cast to the keys' dtype):
+
+  - as two einsums over [B, N, T, S] logits, without the grouped-query reshape jax's
+    reference lowers to: 1.1-1.7x faster forward and 1.0-1.6x forward + backward on XLA:CPU;
+  - for long sequences (T and S at least `BLOCKED_MIN_TOKENS`, T a multiple of `block`), in
+    blocks of `block` queries (default `QUERY_BLOCK`), one after another in a `lax.map`,
+    each block's logits recomputed in the backward pass rather than stored: the
+    [B, N, block, S] logits stay in cache, where the whole [B, N, T, S] ones (32 MiB at
+    SD-UNet's 32 x 32 level) go through memory several times. Rows of a softmax are
+    independent, so the blocks give the same numbers.
+
+  Timings in `benchmarks/RESULTS.md`. `block` forces the blocked form at any length (tests)."""
+  if jax.default_backend() != "cpu":
+    return jax.nn.dot_product_attention(q, k, v)
+  b, t, n, h = q.shape
+  if block is None:
+    long = min(t, k.shape[1]) >= BLOCKED_MIN_TOKENS and t % QUERY_BLOCK == 0
+    block = QUERY_BLOCK if long else t
+  if t % block:
+    raise ValueError(f"{t} queries are not a multiple of the query block {block}")
+  if block == t:
+    return _attention_core(q, k, v)
+  blocks = q.reshape(b, t // block, block, n, h).swapaxes(0, 1)
+  y = jax.lax.map(jax.checkpoint(lambda qb: _attention_core(qb, k, v)), blocks)
+  return y.swapaxes(0, 1).reshape(b, t, n, h)
 
 
 def rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
