@@ -310,6 +310,13 @@ def test_scores_of_predictions():
   np.testing.assert_array_equal(s["size"], [1, 1, 1, 0])
   js = captions.scores(jnp.asarray(p), jnp.asarray(t))  # The judge computes them traced.
   np.testing.assert_array_equal(np.asarray(js["faithful"]), s["faithful"])
+  # Per object: identity 0 on the left, 2 on the right, in all 4; one right one read as 8,
+  # one left one read as empty; the extra glyph at the top is no caption's object.
+  p[0, 3], p[1, 0] = 9, 0
+  confusion = captions.identity_confusion(p, t, 10)
+  assert confusion.shape == (10, 11) and confusion.sum() == 8
+  assert confusion[0, 1] == 3 and confusion[0, 0] == 1
+  assert confusion[2, 3] == 3 and confusion[2, 9] == 1
 
 
 # --------------------------------------------------------------------------------- eval
@@ -414,6 +421,9 @@ def test_eval_of_stand_in_runs(glyph_sources, tmp_path):
   for split in captions_eval.SPLITS:
     for g in (0.0, 2.0):
       assert good["rows"][split, g]["faithful"] == 1.0
+      assert good["rows"][split, g]["object_identity"] == 1.0
+      confusion = np.asarray(good["rows"][split, g]["identity_confusion"])
+      assert confusion.sum() >= 24 and confusion[:, 1:].trace() == confusion.sum()
     assert bad["rows"][split, None]["faithful"] == 0.0
     assert bad["rows"][split, None]["fd"] > good["rows"][split, 2.0]["fd"]
   assert good["scored"] == "samples" and good["batch_size"] == 16

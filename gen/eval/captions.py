@@ -11,7 +11,9 @@ per caption, the judge (a classifier run on the same dataset whose pipeline has 
 `gen.classifier.configs.captions_mnist`) reads its 12 targets back, and they are compared with
 `targets_of(parse(caption))`. Reported per split and guidance: the share of `faithful` images
 (all 12 targets right), of images right in each attribute (`identity`, `colour`, `size`,
-`position`), and the Fréchet distance (with precision/recall) between the judge's features of
+`position`), the share of objects drawn as their caption's identity (`object_identity`, the
+`objects` column, with the `identity_confusion` counts: captioned identity by identity read),
+and the Fréchet distance (with precision/recall) between the judge's features of
 the images and those of the split's real scenes (all of them; cached in the judge's workdir as
 `gen eval --metric=fd` caches its reference). With `--real=SPLITS` the judge reads the real
 scenes of those captions instead: the floor a perfect model would reach (no run is needed; its
@@ -189,11 +191,16 @@ def draw_images(sampler: Sampler, prompts: Sequence[str], batch: int, guidance, 
 
 
 def score(judge: Judge, images: np.ndarray, targets: np.ndarray, ref: dict, seed: int,
-          desc: str) -> dict:
-  """The judge's shares of right images, and the FD of `images` against `ref`."""
-  right = captions.scores(judge.predict(images), targets)
+          desc: str, num_identities: int) -> dict:
+  """The judge's shares of right images, the share of objects drawn as their caption's
+  identity with the confusion of identities, and the FD of `images` against `ref`."""
+  predicted = judge.predict(images)
+  right = captions.scores(predicted, targets)
+  confusion = captions.identity_confusion(predicted, targets, num_identities)
   fds = fd.score(judge.features(images, desc), ref, seed)
-  return {**{k: float(np.mean(right[k])) for k in COLUMNS}, "fd": fds["value"],
+  return {**{k: float(np.mean(right[k])) for k in COLUMNS},
+          "object_identity": float(np.trace(confusion[:, 1:]) / max(confusion.sum(), 1)),
+          "identity_confusion": confusion.tolist(), "fd": fds["value"],
           "precision": fds["precision"], "recall": fds["recall"]}
 
 
@@ -227,7 +234,8 @@ def evaluate(judge: Judge, run: Run | None, *, guidance: Sequence[float | None] 
       real = np.stack([src[int(i)]["image"] for i in idx])
       images = fd.to_uint8(postprocess(preprocess(real, mode, None), mode))
       rows.append({"split": split, "guidance": None, "num": n,
-                   **score(judge, images, targets, ref, seed, f"{split} real features")})
+                   **score(judge, images, targets, ref, seed, f"{split} real features",
+                           src.num_classes)})
       continue
     key = jax.random.fold_in(jax.random.key(seed), k)
     for g in guidance:
@@ -235,7 +243,8 @@ def evaluate(judge: Judge, run: Run | None, *, guidance: Sequence[float | None] 
       images, rate = draw_images(sampler, prompts, batch, g, key, f"sampling {label}")
       rates += [rate] if rate else []
       rows.append({"split": split, "guidance": g, "num": n,
-                   **score(judge, images, targets, ref, seed, f"features {label}")})
+                   **score(judge, images, targets, ref, seed, f"features {label}",
+                           src.num_classes)})
   out = {"metric": "captions", "data": judge.dataset, "num_samples": num_samples,
          "scored": "real images" if real_splits else "samples", "results": rows,
          "reference": "all real scenes of each split", **judge.info}
@@ -257,10 +266,11 @@ def table(result: dict) -> str:
   lines = [f"{result['data']}: {what}, judged by {result['judge']} (step "
            f"{result['judge_step']})",
            f"{'split':<14}{'guidance':>9}{'n':>7}" + "".join(f"{c:>10}" for c in COLUMNS)
-           + f"{'FD':>10}"]
+           + f"{'objects':>10}{'FD':>10}"]
   for r in result["results"]:
     g = f"{r['guidance']:g}" if r["guidance"] is not None else "-" if "run" not in result else (
         "default")
     lines.append(f"{r['split']:<14}{g:>9}{r['num']:>7}"
-                 + "".join(f"{r[c]:>10.4f}" for c in COLUMNS) + f"{max(r['fd'], 0.0):>10.3f}")
+                 + "".join(f"{r[c]:>10.4f}" for c in COLUMNS)
+                 + f"{r['object_identity']:>10.4f}{max(r['fd'], 0.0):>10.3f}")
   return "\n".join(lines)

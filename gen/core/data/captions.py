@@ -211,6 +211,18 @@ def scores(predicted, targets) -> dict:
   return {k: v.astype(np.float32) for k, v in out.items()}
 
 
+def identity_confusion(predicted, targets, num_identities: int) -> np.ndarray:
+  """int64[I, I + 1]: over every object the targets hold, row = its identity, column = what
+  was read in its slot (0: the slot looks empty, 1 + i: identity i). Its trace over the
+  objects is the share of objects drawn as their caption's identity."""
+  p = np.asarray(predicted).reshape(-1, len(SLOTS), len(ATTRIBUTES))[:, :, 0]
+  t = np.asarray(targets).reshape(-1, len(SLOTS), len(ATTRIBUTES))[:, :, 0]
+  held = t > 0
+  out = np.zeros((num_identities, num_identities + 1), np.int64)
+  np.add.at(out, (t[held] - 1, p[held]), 1)
+  return out
+
+
 # -------------------------------------------------------------------------------- parse
 
 
