@@ -147,6 +147,31 @@ def test_dit_cross_attention_starts_as_identity_and_leaves_plain_dit_alone():
   np.testing.assert_array_equal(out[0], out[1])
 
 
+def test_pooled_text_joins_adaln_and_starts_at_zero():
+  """model.text.pooled: the states' mean reaches the DiT through adaLN alone (the
+  cross-attention's output zeroed, a caption still changes the output), and its zeroed
+  projection makes the network at init the one without it."""
+  c = tiny_config(**{"model.text.pooled": True})
+  spec = runs.open_data(c).spec
+  net, *_ = text_denoiser.parts(c, spec)
+  plain, *_ = text_denoiser.parts(tiny_config(), spec)
+  x, cond = jnp.ones((2, 8, 8, 3)), jnp.zeros((2,))
+  ids = jnp.asarray(text.tokenizer_of(spec)(["a red square", "a blue square"]))
+  params = net.init(jax.random.key(0), x, cond, ids)["params"]
+  plain_params = plain.init(jax.random.key(0), x, cond, ids)["params"]
+  assert "pooled" in params["backbone"] and "pooled" not in plain_params["backbone"]
+  np.testing.assert_array_equal(net.apply({"params": params}, x, cond, ids),
+                                plain.apply({"params": plain_params}, x, cond, ids))
+  moved = perturbed(params)
+  block = moved["backbone"]["DiTBlock_0"]
+  block["cross_out"] = jax.tree.map(jnp.zeros_like, block["cross_out"])
+  out = net.apply({"params": moved}, x, cond, ids)
+  assert float(jnp.max(jnp.abs(out[0] - out[1]))) > 1e-3  # Same x, different captions.
+  moved["backbone"]["pooled"] = jax.tree.map(jnp.zeros_like, moved["backbone"]["pooled"])
+  out = net.apply({"params": moved}, x, cond, ids)
+  np.testing.assert_allclose(out[0], out[1], atol=1e-6)
+
+
 def test_caption_dropout_replaces_whole_captions_by_the_null_caption(loaded):
   _, spec, _, _, _ = loaded
   cfg = text_denoiser.parts(tiny_config(), spec)[3]
@@ -221,7 +246,9 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys):
                             ({"model.arch": "unet2d_condition", **UNET,
                               "model.text_to_image.unet.cross_attention_dim": 8},
                              "cross_attention_dim = 8"),
-                            ({"data.name": "digits"}, "no captions")):
+                            ({"data.name": "digits"}, "no captions"),
+                            ({"model.arch": "unet2d_condition", **UNET, "model.text.pooled": True},
+                             "model.text.pooled feeds the DiT's adaLN")):
     with pytest.raises(config_lib.ConfigError, match=needle):
       c = tiny_config(**overrides)
       spec = runs.open_data(c).spec

@@ -120,6 +120,9 @@ def default_config() -> ConfigDict:
   x.mlp_ratio = 4
   x.max_length = 24  # Tokens with [BOS] and [EOS]; a longer prompt is refused.
   x.caption_dropout = 0.1  # P(null caption) in training; > 0 enables guidance.
+  # True (DiT): the states' mean, projected, joins the time embedding in every block's adaLN,
+  # besides the cross-attention (as SD3, SDXL and Imagen add a pooled text embedding).
+  x.pooled = False
   x.tokenizer_captions = 20000  # Training captions the word-level tokenizer learns from.
   x.prompts = 8  # Test captions the trainer's samples (and a bare `gen sample`) draw.
   # A text_to_image run (`gen import` of a StableDiffusionPipeline folder): its CLIP text

@@ -221,6 +221,10 @@ class DiT(nn.Module):
   image sequence's length and the block's cost independent of the prompt, and reuses the
   adaLN path for the time alone.
 
+  Given `pooled` ([B, D], e.g. the mean of the text states), its projection joins the time
+  embedding that every block's adaLN reads, as SD3, SDXL and Imagen add a pooled text
+  embedding; the projection is zeroed at init.
+
   `positions`: "sincos", fixed 2-D sine-cosine codes as in DiT, or "learned", a parameter
   per token initialized near zero (configs/diffusion/dit_mnist.py compares the two).
   """
@@ -256,11 +260,14 @@ class DiT(nn.Module):
     return tokens
 
   @nn.compact
-  def __call__(self, x, cond, labels, train: bool = False, context=None):
+  def __call__(self, x, cond, labels, train: bool = False, context=None, pooled=None):
     b, h, w, _ = x.shape
     p = self.patch
     dt = self.dtype
     c = Conditioning(self.dim, self.num_classes, 256, dt)(cond, labels)
+    if pooled is not None:  # A pooled text embedding [B, D] joins the time's (zeroed at init).
+      c = c + nn.Dense(self.dim, kernel_init=nn.initializers.zeros, dtype=dt,
+                       name="pooled")(pooled.astype(dt))
     tokens = self.tokens(x, c, train, context)
     shift, scale = jnp.split(nn.Dense(2 * self.dim, kernel_init=nn.initializers.zeros,
                                       dtype=dt)(nn.silu(c))[:, None], 2, -1)

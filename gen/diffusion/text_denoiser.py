@@ -6,7 +6,8 @@ transformer or a bidirectional one, trained jointly from scratch; or, with
 states every backbone block reads by cross-attention: `model.arch = "unet2d_condition"`,
 diffusers' UNet2DConditionModel at small widths (`model.text_to_image.unet`, the layout the SD
 import loads; its cross_attention_dim is the encoder's width), or `"dit"`, gen's DiT with
-PixArt-alpha's cross-attention blocks (`model.dit`). Everything else is the denoiser's
+PixArt-alpha's cross-attention blocks (`model.dit`; with `model.text.pooled`, the states'
+mean also joins the time embedding in every block's adaLN). Everything else is the denoiser's
 (`gen.diffusion.denoiser`): any process and objective, EMA, pixels or an autoencoder's
 latents (`latent.autoencoder`), the same training step with the caption in place of the
 class label. Training replaces a caption by the null caption (`[BOS] [EOS]`, the empty
@@ -49,16 +50,19 @@ ARCHS = ("unet2d_condition", "dit")
 class TextConditioned(nn.Module):
   """`(x, cond, ids, train) -> raw output`: the text encoder's states of `ids` [B, L] read by
   the backbone's cross-attention (a UNet2DCondition sees the time as 1000 * cond, as gen's
-  networks embed it)."""
+  networks embed it); with `pooled`, the DiT's adaLN also reads their mean over all L
+  positions (padding included: the encoders' padded states see the whole prompt)."""
 
   encoder: nn.Module
   backbone: nn.Module
+  pooled: bool = False  # DiT: the mean of the states over the L positions joins adaLN too.
 
   def __call__(self, x, cond, ids, train: bool = False):
     context = self.encoder(ids)
     cond = jnp.asarray(cond, jnp.float32)
     if isinstance(self.backbone, DiT):
-      return self.backbone(x, cond, jnp.zeros(x.shape[:1], jnp.int32), train, context)
+      pooled = jnp.mean(context, axis=1) if self.pooled else None
+      return self.backbone(x, cond, jnp.zeros(x.shape[:1], jnp.int32), train, context, pooled)
     return self.backbone(x, TIME_SCALE * cond, context, train)
 
 
@@ -103,6 +107,9 @@ def check(config, spec: DataSpec):
   width = text.width_of(t, spec)
   where = (f"model.text.pretrained's hidden size {width}" if pretrained else
            f"model.text.width = {width}")
+  if t.get("pooled", False) and m.arch != "dit":
+    raise ConfigError("model.text.pooled feeds the DiT's adaLN: it needs model.arch='dit', "
+                      f"got '{m.arch}'")
   if m.arch == "unet2d_condition" and m.text_to_image.unet.cross_attention_dim != width:
     raise ConfigError(f"model.text_to_image.unet.cross_attention_dim = "
                       f"{m.text_to_image.unet.cross_attention_dim} must be the text encoder's "
@@ -131,7 +138,8 @@ def parts(config, spec: DataSpec, codec: latent_lib.Codec | None = None):
                      d.clip_denoised, d.sampler, d.sample_steps, config.optim.ema_decay, codec,
                      tuple(int(i) for i in tokenizer([""])[0]),
                      tuple(tuple(int(i) for i in row) for row in prompts))
-  return (TextConditioned(encoder, backbone), *networks.process_and_objective(d), cfg)
+  net = TextConditioned(encoder, backbone, bool(t.get("pooled", False)))
+  return (net, *networks.process_and_objective(d), cfg)
 
 
 def sample(net: nn.Module, process, objective, cfg: TextSettings, params, rng, num, ids=None,
