@@ -5,11 +5,11 @@ installed, torch's `F.scaled_dot_product_attention`. Forward, and forward + back
 gradients of q, k and v), median milliseconds of `--repeats` calls timed in turns.
 
   python benchmarks/attention.py                      # the shapes below
-  python benchmarks/attention.py --shapes=2,1024,4,40,1024 --blocks=64,128,256 --repeats=9
+  python benchmarks/attention.py --shapes=2,1024,4,40,1024 --blocks=1x128,2x256 --repeats=9
 
 A shape is B,T,N,H,S: q [B, T, N, H], keys and values [B, S, N, H]. `gen` is what the
-networks call (blocked from `BLOCKED_MIN_TOKENS` queries and keys on); `whole` and
-`block=K` force one form.
+networks call (in blocks for large logits, see its docstring); `whole` and `RxQ` (blocks
+of R (batch, head) rows and Q queries) force one form.
 """
 
 from __future__ import annotations
@@ -63,12 +63,13 @@ def _torch_core():
   return make
 
 
-def forms(t: int, blocks) -> dict:
+def forms(b: int, t: int, n: int, blocks) -> dict:
   out = {"jax": jax.nn.dot_product_attention, "gen": attention.dot_product_attention,
-         "whole": functools.partial(attention.dot_product_attention, block=t)}
-  for b in blocks:
-    if b < t and t % b == 0:
-      out[f"block={b}"] = functools.partial(attention.dot_product_attention, block=b)
+         "whole": attention.whole_attention}
+  for rows, queries in blocks:
+    if (b * n) % rows == 0 and t % queries == 0:
+      out[f"{rows}x{queries}"] = functools.partial(attention.dot_product_attention,
+                                                   block=(rows, queries))
   return out
 
 
@@ -80,7 +81,7 @@ def run_shape(shape, blocks, repeats: int, torch_make=None) -> dict:
   g = jax.random.normal(ks[3], q.shape)
   runs, want = {}, jax.nn.dot_product_attention(q, k, v)
   errors = {}
-  for name, fn in forms(t, blocks).items():
+  for name, fn in forms(b, t, n, blocks).items():
     fwd = jax.jit(fn)
     grad = jax.jit(jax.grad(lambda q, k, v, fn=fn: jnp.vdot(fn(q, k, v), g), argnums=(0, 1, 2)))
     errors[name] = float(jnp.max(jnp.abs(fwd(q, k, v) - want)))
@@ -98,14 +99,15 @@ def run_shape(shape, blocks, repeats: int, torch_make=None) -> dict:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--shapes", default="", help="B,T,N,H,S;B,T,N,H,S... (default: SHAPES)")
-  ap.add_argument("--blocks", default="128", help="query blocks to force, besides gen's own")
+  ap.add_argument("--blocks", default="", help="RxQ,...: blocks of R (batch, head) rows and Q "
+                  "queries to force, besides gen's own choice and the whole")
   ap.add_argument("--repeats", type=int, default=7)
   ap.add_argument("--no_torch", action="store_true")
   ap.add_argument("--json", action="store_true")
   args = ap.parse_args(argv)
   shapes = ({s: tuple(int(x) for x in s.split(",")) for s in args.shapes.split(";")}
             if args.shapes else SHAPES)
-  blocks = [int(b) for b in args.blocks.split(",") if b]
+  blocks = [tuple(int(x) for x in b.split("x")) for b in args.blocks.split(",") if b]
   torch_make = None if args.no_torch else _torch_core()
   out = measure.device_info()
   out["results"] = [{"name": name, **run_shape(shape, blocks, args.repeats, torch_make)}

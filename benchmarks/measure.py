@@ -5,13 +5,16 @@ Loops: XLA's cost analysis counts the body of a `while` loop (what `lax.fori_loo
 `lax.scan` and `lax.while_loop` compile to) once, whatever its trip count. A program's
 cost is therefore corrected as `reported + sum((trips - 1) * body)`, where `body` is the
 cost analysis of one iteration compiled on its own (`loop_corrected`); the tests check
-this on a `fori_loop` of N matmuls.
+this on a `fori_loop` of N matmuls. gen's CPU attention loops over blocks of large logits;
+a program holding it is costed as compiled with the attention whole (`cost_unblocked`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import platform
 import statistics
@@ -115,6 +118,29 @@ def loop_corrected(reported: dict, loops: Sequence[tuple[dict, int]]) -> dict[st
   """`reported` plus (trips - 1) bodies for each (body cost, trips) loop it holds."""
   return {k: v + sum((trips - 1) * body[k] for body, trips in loops)
           for k, v in reported.items()}
+
+
+@contextlib.contextmanager
+def unblocked_attention():
+  """Traces `gen.nn.attention.dot_product_attention` in its whole form, without the CPU
+  blocks (a loop whose trip count XLA's cost analysis does not see): the same model FLOPs,
+  each counted, for a program compiled only for its cost."""
+  from gen.nn import attention
+
+  saved = attention.BLOCKED_MIN_BYTES
+  attention.BLOCKED_MIN_BYTES = math.inf
+  jax.clear_caches()  # Inner jitted functions keep their traces: trace them again.
+  try:
+    yield
+  finally:
+    attention.BLOCKED_MIN_BYTES = saved
+    jax.clear_caches()
+
+
+def cost_unblocked(fn: Callable, *args, options=None) -> dict[str, float]:
+  """`cost` of `jax.jit(fn)` for `args` traced under `unblocked_attention`."""
+  with unblocked_attention():
+    return cost(xla.jit(fn, options).lower(*args).compile())
 
 
 def model_loops(compiled) -> int:

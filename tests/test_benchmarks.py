@@ -101,6 +101,34 @@ def test_train_step(capsys, tmp_path, config, tiny, unit):
     assert 0 < row["mfu"] and row["model_flops_per_item"] > 0
 
 
+def test_blocked_attention_is_costed_whole(monkeypatch):
+  """A DiT whose attention runs in blocks (forced here at 8x8 digits) holds loops: its train
+  step's and sampler's FLOPs are XLA's of the same programs with the attention whole."""
+  from gen.nn import attention
+
+  config, spec, pipe = measure.load(config_path("diffusion", "digits.py"), [
+      f"--config.{k}={v}" for k, v in {**TINY_DIFFUSION, "model.arch": "dit"}.items()])
+  params = jax.jit(pipe.init)(jax.random.key(0), measure.random_batch(spec, 2, jax.random.key(1)))
+  params = pipe.sample_params(params)
+
+  def costs():
+    step = train_step.bench(config, spec, pipe, 2)
+    sample = sampling.diffusion(pipe, config, spec, params, "ddim", 3, 2)
+    return step.reported, sample.corrected
+
+  whole = costs()
+  monkeypatch.setattr(attention, "BLOCKED_MIN_BYTES", 0)
+  monkeypatch.setattr(attention, "BLOCKED_MIN_KEYS", 0)
+  jax.clear_caches()
+  step = jax.jit(lambda s, b, r: pipe.train_step(s, b, r)[0])
+  batch = measure.random_batch(spec, 2, jax.random.key(2))
+  state = jax.jit(pipe.init)(jax.random.key(0), batch)
+  assert measure.model_loops(step.lower(state, batch, jax.random.key(1)).compile())
+  blocked = costs()
+  for a, b in zip(whole, blocked):
+    assert a["flops"] == pytest.approx(b["flops"], rel=1e-6)
+
+
 @pytest.mark.parametrize("work", [pytest.param("train", marks=pytest.mark.slow), "sample"])
 def test_compiler_options_times_every_variant(capsys, work):
   args = argv("diffusion/digits.py", TINY_DIFFUSION, f"--work={work}")
@@ -296,13 +324,13 @@ def test_gpu_script_smoke(tmp_path):
 def test_attention_benchmark_times_every_form_and_checks_it(capsys):
   """`benchmarks/attention.py` times jax's, gen's, the whole and the blocked forms (torch's
   where installed) and reports each one's distance to jax's output."""
-  attention_bench.main(["--shapes=1,8,2,4,8;1,8,2,4,3", "--blocks=4,3", "--repeats=1",
-                        "--json"])
+  attention_bench.main(["--shapes=1,8,2,4,8;1,8,2,4,3", "--blocks=1x4,2x8,2x3",
+                        "--repeats=1", "--json"])
   out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   first, cross = out["results"]
   assert first["shape"] == [1, 8, 2, 4, 8]
-  assert {"jax", "gen", "whole", "block=4"} <= first["forms"].keys()
-  assert "block=3" not in first["forms"]  # 3 does not divide 8 queries.
+  assert {"jax", "gen", "whole", "1x4", "2x8"} <= first["forms"].keys()
+  assert "2x3" not in first["forms"]  # 3 does not divide 8 queries.
   for r in (first, cross):
     for name, row in r["forms"].items():
       assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0

@@ -74,11 +74,11 @@ def test_sincos_2d_codes_rows_then_columns_in_raster_order():
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
-@pytest.mark.parametrize("block", [None, 4])
+@pytest.mark.parametrize("block", [None, (2, 4), (3, 12), (1, 3)])
 def test_dot_product_attention_is_jax_reference(dtype, tol, block):
-  """gen's attention on CPU (two einsums, whole or in query blocks recomputed in the backward
-  pass) is jax.nn.dot_product_attention's math: outputs and the gradients of q, k and v, self-
-  and cross-attention (T != S), float32 and bfloat16."""
+  """gen's attention on CPU (two einsums, whole or in blocks of (batch, head) rows and queries
+  recomputed in the backward pass) is jax.nn.dot_product_attention's math: outputs and the
+  gradients of q, k and v, self- and cross-attention (T != S), float32 and bfloat16."""
   from gen.nn.attention import dot_product_attention
 
   attention = functools.partial(dot_product_attention, block=block)
@@ -96,20 +96,25 @@ def test_dot_product_attention_is_jax_reference(dtype, tol, block):
                                  atol=tol, rtol=tol)
 
 
-def test_dot_product_attention_blocks_long_sequences():
-  """From BLOCKED_MIN_TOKENS queries and keys on, the CPU attention runs in query blocks (a
-  loop in the compiled program) and still gives jax's numbers; a block that does not divide
-  the queries is refused."""
+def test_dot_product_attention_blocks_large_logits():
+  """Logits of BLOCKED_MIN_BYTES or more with BLOCKED_MIN_KEYS keys or more run in blocks (a
+  loop in the compiled program) and still give jax's numbers; fewer keys (cross-attention to a
+  caption) or smaller logits do not; blocks that do not divide the shapes are refused."""
   from gen.nn import attention
 
-  t = attention.BLOCKED_MIN_TOKENS
+  t = attention.QUERY_BLOCK * 2  # [2, 3, 512, 512] float32 logits: 6 MiB.
   ks = jax.random.split(jax.random.key(1), 3)
-  q, k, v = (jax.random.normal(key, (1, t, 2, 4)) for key in ks)
-  hlo = jax.jit(attention.dot_product_attention).lower(q, k, v).as_text()
-  assert "while" in hlo
-  short = jax.jit(attention.dot_product_attention).lower(q[:, :t // 2], k, v).as_text()
-  assert "while" not in short
+  q, k, v = (jax.random.normal(key, (2, t, 3, 4)) for key in ks)
+  assert 2 * 3 * t * t * 4 >= attention.BLOCKED_MIN_BYTES and t >= attention.BLOCKED_MIN_KEYS
+
+  def loops(*args):
+    return jax.jit(attention.dot_product_attention).lower(*args).as_text().count("while")
+  assert loops(q, k, v) == 2  # Over (batch, head) rows, then over query blocks.
+  assert loops(q, k[:, :attention.BLOCKED_MIN_KEYS - 1], v[:, :attention.BLOCKED_MIN_KEYS - 1]) == 0
+  assert loops(q[:, :16], k[:, :16], v[:, :16]) == 0
   np.testing.assert_allclose(attention.dot_product_attention(q, k, v),
                              jax.nn.dot_product_attention(q, k, v), atol=2e-6, rtol=2e-6)
-  with pytest.raises(ValueError, match="not a multiple of the query block 5"):
-    attention.dot_product_attention(q, k, v, block=5)
+  with pytest.raises(ValueError, match="do not divide 2 x 3 rows and 512 queries"):
+    attention.dot_product_attention(q, k, v, block=(4, 256))
+  with pytest.raises(ValueError, match="do not divide"):
+    attention.dot_product_attention(q, k, v, block=(2, 300))

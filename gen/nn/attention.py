@@ -3,8 +3,8 @@ self-attention with an explicit key/value cache, and rotary position embeddings.
 
 Attention goes through `jax.nn.dot_product_attention`, so GPUs get the fused cuDNN kernel
 where shapes and dtypes allow and other backends the XLA reference; on CPU the unmasked one
-is computed here, the same math, faster there: two einsums, in query blocks with
-recomputation for long sequences (`dot_product_attention`). The cache is plain
+is computed here, the same math, faster there: two einsums, in blocks with recomputation
+for large logits (`dot_product_attention`). The cache is plain
 state passed in and returned (no mutable Flax collections): `{"k", "v"}` arrays of shape
 `[B * kv_heads, max_len, head_dim]` (row `b * kv_heads + j` holds head j of sequence b),
 written at the absolute positions of the new tokens.
@@ -27,49 +27,75 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 
-# Query blocks of the CPU attention: sequences of at least BLOCKED_MIN_TOKENS queries and keys
-# run in blocks of QUERY_BLOCK queries (`dot_product_attention`).
-QUERY_BLOCK = 128
-BLOCKED_MIN_TOKENS = 512
+# The CPU attention's blocks (`dot_product_attention`): ROWS (batch, head) pairs and
+# QUERY_BLOCK queries at a time, for logits of at least BLOCKED_MIN_BYTES and at least
+# BLOCKED_MIN_KEYS keys.
+ROWS = 2
+QUERY_BLOCK = 256
+BLOCKED_MIN_BYTES = 1 << 20
+BLOCKED_MIN_KEYS = 256
 
 
-def _attention_core(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
-  logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32)
-  logits = logits * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), logits.dtype)
-  probs = jax.nn.softmax(logits, axis=-1).astype(k.dtype)
-  return jnp.einsum("bnts,bsnh->btnh", probs, v)
+def _einsums(q: jax.Array, k: jax.Array, v: jax.Array, logits: str, out: str) -> jax.Array:
+  """softmax(q k / sqrt(H)) v, the logits in float32 and the probabilities in k's dtype."""
+  x = jnp.einsum(logits, q, k, preferred_element_type=jnp.float32)
+  probs = jax.nn.softmax(x * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), x.dtype), axis=-1)
+  return jnp.einsum(out, probs.astype(k.dtype), v)
+
+
+def whole_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """`dot_product_attention`'s unblocked form: two einsums over the [B, N, T, S] logits."""
+  return _einsums(q, k, v, "btnh,bsnh->bnts", "bnts,bsnh->btnh")
+
+
+def _blocks(b: int, t: int, n: int, s: int) -> tuple[int, int] | None:
+  """The (rows, queries) blocks for these shapes, or None: all at once."""
+  if b * n * t * s * 4 < BLOCKED_MIN_BYTES or s < BLOCKED_MIN_KEYS:
+    return None
+  return (ROWS if (b * n) % ROWS == 0 else 1,
+          QUERY_BLOCK if t % QUERY_BLOCK == 0 else t)
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
-                          block: int | None = None) -> jax.Array:
+                          block: tuple[int, int] | None = None) -> jax.Array:
   """`jax.nn.dot_product_attention(q, k, v)` without mask or bias, q [B, T, N, H] and k, v
   [B, S, N, H] with as many heads. Elsewhere than on CPU it is jax's own, so GPUs get their
   fused kernels. On CPU it is computed here, the same math as jax's XLA reference (float32
-  logits scaled by 1/sqrt(H), softmax, probabilities cast to the keys' dtype):
+  logits scaled by 1/sqrt(H), softmax, probabilities cast to the keys' dtype), without the
+  grouped-query reshape that reference lowers to:
 
-  - as two einsums over [B, N, T, S] logits, without the grouped-query reshape jax's
-    reference lowers to: 1.1-1.7x faster forward and 1.0-1.6x forward + backward on XLA:CPU;
-  - for long sequences (T and S at least `BLOCKED_MIN_TOKENS`, T a multiple of `block`), in
-    blocks of `block` queries (default `QUERY_BLOCK`), one after another in a `lax.map`,
-    each block's logits recomputed in the backward pass rather than stored: the
-    [B, N, block, S] logits stay in cache, where the whole [B, N, T, S] ones (32 MiB at
-    SD-UNet's 32 x 32 level) go through memory several times. Rows of a softmax are
-    independent, so the blocks give the same numbers.
+  - small logits (under `BLOCKED_MIN_BYTES`, or fewer than `BLOCKED_MIN_KEYS` keys, as in
+    cross-attention to a caption): two einsums over [B, N, T, S] logits;
+  - larger ones: in blocks of `ROWS` (batch, head) pairs and `QUERY_BLOCK` queries (`block`
+    = (rows, queries) forces a choice), one after another in nested `lax.map`s, each block's
+    logits recomputed in the backward pass rather than stored. A block's [2, 256, S] logits
+    stay in cache, where the whole [B, N, T, S] ones go through memory several times. Rows
+    of a softmax are independent, so the blocks give the same numbers.
 
-  Timings in `benchmarks/RESULTS.md`. `block` forces the blocked form at any length (tests)."""
+  At DiT-S/2's, SD-UNet's 32 x 32 and 64 x 64 shapes this is 1.4-2.4x faster than jax's
+  forward + backward on XLA:CPU (`benchmarks/attention.py`, `benchmarks/RESULTS.md`)."""
   if jax.default_backend() != "cpu":
     return jax.nn.dot_product_attention(q, k, v)
   b, t, n, h = q.shape
+  s = k.shape[1]
+  block = block or _blocks(b, t, n, s)
   if block is None:
-    long = min(t, k.shape[1]) >= BLOCKED_MIN_TOKENS and t % QUERY_BLOCK == 0
-    block = QUERY_BLOCK if long else t
-  if t % block:
-    raise ValueError(f"{t} queries are not a multiple of the query block {block}")
-  if block == t:
-    return _attention_core(q, k, v)
-  blocks = q.reshape(b, t // block, block, n, h).swapaxes(0, 1)
-  y = jax.lax.map(jax.checkpoint(lambda qb: _attention_core(qb, k, v)), blocks)
-  return y.swapaxes(0, 1).reshape(b, t, n, h)
+    return whole_attention(q, k, v)
+  rows, queries = block
+  if (b * n) % rows or t % queries:
+    raise ValueError(f"blocks of {rows} (batch, head) rows and {queries} queries do not divide "
+                     f"{b} x {n} rows and {t} queries")
+  heads_first = lambda x: x.transpose(0, 2, 1, 3).reshape(b * n // rows, rows, -1, h)  # noqa: E731
+  qs, ks, vs = heads_first(q), heads_first(k), heads_first(v)
+  qs = qs.reshape(b * n // rows, rows, t // queries, queries, h)
+
+  def group(args):  # [rows, t / queries, queries, H] queries, their [rows, S, H] keys, values
+    qg, kg, vg = args
+    one = jax.checkpoint(lambda qb: _einsums(qb, kg, vg, "rth,rsh->rts", "rts,rsh->rth"))
+    return jax.lax.map(one, qg.swapaxes(0, 1)).swapaxes(0, 1)
+
+  y = jax.lax.map(group, (qs, ks, vs))  # [b * n / rows, rows, t / queries, queries, H]
+  return y.reshape(b, n, t, h).transpose(0, 2, 1, 3)
 
 
 def rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
