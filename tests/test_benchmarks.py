@@ -323,7 +323,7 @@ def test_gpu_script_smoke(tmp_path):
 
 def test_attention_benchmark_times_every_form_and_checks_it(capsys):
   """`benchmarks/attention.py` times jax's, gen's, the whole and the blocked forms (torch's
-  where installed) and reports each one's distance to jax's output."""
+  where installed) and reports each one's distance to jax's output, unmasked and causal."""
   attention_bench.main(["--shapes=1,8,2,4,8;1,8,2,4,3", "--blocks=1x4,2x8,2x3",
                         "--repeats=1", "--json"])
   out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -336,3 +336,11 @@ def test_attention_benchmark_times_every_form_and_checks_it(capsys):
       assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0
       if name != "torch":
         assert row["max_abs_err"] < 1e-5, (name, row)
+  # Causal, with two key/value heads shared by four query heads, against jax's causal.
+  attention_bench.main(["--causal", "--shapes=1,8,4,4,8,2", "--blocks=2x4", "--repeats=1",
+                        "--json"])
+  (causal,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+  assert causal["causal"] and {"jax", "gen", "whole", "2x4"} <= causal["forms"].keys()
+  for name, row in causal["forms"].items():
+    if name != "torch":
+      assert row["max_abs_err"] < 1e-5, (name, row)

@@ -75,25 +75,30 @@ def test_sincos_2d_codes_rows_then_columns_in_raster_order():
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 2e-6), (jnp.bfloat16, 1e-2)])
 @pytest.mark.parametrize("block", [None, (2, 4), (3, 12), (1, 3)])
-def test_dot_product_attention_is_jax_reference(dtype, tol, block):
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_dot_product_attention_is_jax_reference(dtype, tol, block, is_causal):
   """gen's attention on CPU (two einsums, whole or in blocks of (batch, head) rows and queries
   recomputed in the backward pass) is jax.nn.dot_product_attention's math: outputs and the
-  gradients of q, k and v, self- and cross-attention (T != S), float32 and bfloat16."""
+  gradients of q, k and v, self- and cross-attention (T != S), causal or not, as many
+  key/value heads as query heads or one shared by all three, float32 and bfloat16."""
   from gen.nn.attention import dot_product_attention
 
-  attention = functools.partial(dot_product_attention, block=block)
+  attention = functools.partial(dot_product_attention, is_causal=is_causal, block=block)
+  reference = functools.partial(jax.nn.dot_product_attention, is_causal=is_causal)
   ks = jax.random.split(jax.random.key(0), 4)
   q = jax.random.normal(ks[0], (2, 12, 3, 8)).astype(dtype)
-  for s in (12, 5):
-    k = jax.random.normal(ks[1], (2, s, 3, 8)).astype(dtype)
-    v = jax.random.normal(ks[2], (2, s, 3, 8)).astype(dtype)
-    g = jax.random.normal(ks[3], q.shape).astype(dtype)
+  g = jax.random.normal(ks[3], q.shape).astype(dtype)
+  for s, heads in ((12, 3), (5, 3), (12, 1)):
+    k = jax.random.normal(ks[1], (2, s, heads, 8)).astype(dtype)
+    v = jax.random.normal(ks[2], (2, s, heads, 8)).astype(dtype)
     got, got_vjp = jax.vjp(attention, q, k, v)
-    want, want_vjp = jax.vjp(jax.nn.dot_product_attention, q, k, v)
+    want, want_vjp = jax.vjp(reference, q, k, v)
     assert got.dtype == want.dtype and got.shape == want.shape
     for a, b in zip((got, *got_vjp(g)), (want, *want_vjp(g))):
       np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                  atol=tol, rtol=tol)
+  with pytest.raises(ValueError, match="3 query heads cannot share 2 key/value heads"):
+    attention(q, k[:, :, :1].repeat(2, 2), v[:, :, :1].repeat(2, 2))
 
 
 def test_dot_product_attention_blocks_large_logits():

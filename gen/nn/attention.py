@@ -34,18 +34,40 @@ ROWS = 2
 QUERY_BLOCK = 256
 BLOCKED_MIN_BYTES = 1 << 20
 BLOCKED_MIN_KEYS = 256
+_LARGE_NEGATIVE = -0.7 * float(jnp.finfo(jnp.float32).max)  # jax's masked logit.
 
 
-def _einsums(q: jax.Array, k: jax.Array, v: jax.Array, logits: str, out: str) -> jax.Array:
-  """softmax(q k / sqrt(H)) v, the logits in float32 and the probabilities in k's dtype."""
+def _einsums(q: jax.Array, k: jax.Array, v: jax.Array, logits: str, out: str,
+             mask: jax.Array | None = None) -> jax.Array:
+  """softmax(q k / sqrt(H)) v, the logits in float32 and the probabilities in k's dtype;
+  where `mask` ([T, S], broadcast) is False the scaled logits are jax's large negative."""
   x = jnp.einsum(logits, q, k, preferred_element_type=jnp.float32)
-  probs = jax.nn.softmax(x * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), x.dtype), axis=-1)
-  return jnp.einsum(out, probs.astype(k.dtype), v)
+  x = x * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), x.dtype)
+  if mask is not None:
+    x = jnp.where(mask, x, jnp.asarray(_LARGE_NEGATIVE, x.dtype))
+  return jnp.einsum(out, jax.nn.softmax(x, axis=-1).astype(k.dtype), v)
 
 
-def whole_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+def _causal_mask(t: int, s: int, start=0) -> jax.Array:
+  """[t, s]: query start + i sees keys 0..start + i (jax's `is_causal`: `tril` of [T, S])."""
+  return jnp.arange(s)[None, :] <= start + jnp.arange(t)[:, None]
+
+
+def _repeat_heads(n: int, kv: jax.Array) -> jax.Array:
+  """Keys or values [B, S, K, H] whose K heads each serve N / K query heads, as N heads
+  (query head i reads head i // (N / K), as in jax's grouped-query attention)."""
+  heads = kv.shape[2]
+  if n % heads:
+    raise ValueError(f"{n} query heads cannot share {heads} key/value heads")
+  return kv if heads == n else jnp.repeat(kv, n // heads, axis=2)
+
+
+def whole_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+                    is_causal: bool = False) -> jax.Array:
   """`dot_product_attention`'s unblocked form: two einsums over the [B, N, T, S] logits."""
-  return _einsums(q, k, v, "btnh,bsnh->bnts", "bnts,bsnh->btnh")
+  k, v = _repeat_heads(q.shape[2], k), _repeat_heads(q.shape[2], v)
+  mask = _causal_mask(q.shape[1], k.shape[1]) if is_causal else None
+  return _einsums(q, k, v, "btnh,bsnh->bnts", "bnts,bsnh->btnh", mask)
 
 
 def _blocks(b: int, t: int, n: int, s: int) -> tuple[int, int] | None:
@@ -56,13 +78,15 @@ def _blocks(b: int, t: int, n: int, s: int) -> tuple[int, int] | None:
           QUERY_BLOCK if t % QUERY_BLOCK == 0 else t)
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, is_causal: bool = False,
                           block: tuple[int, int] | None = None) -> jax.Array:
-  """`jax.nn.dot_product_attention(q, k, v)` without mask or bias, q [B, T, N, H] and k, v
-  [B, S, N, H] with as many heads. Elsewhere than on CPU it is jax's own, so GPUs get their
+  """`jax.nn.dot_product_attention(q, k, v, is_causal=is_causal)` without mask or bias, q
+  [B, T, N, H] and k, v [B, S, K, H] with K dividing N (grouped queries: query head i reads
+  key/value head i // (N / K)). Elsewhere than on CPU it is jax's own, so GPUs get their
   fused kernels. On CPU it is computed here, the same math as jax's XLA reference (float32
-  logits scaled by 1/sqrt(H), softmax, probabilities cast to the keys' dtype), without the
-  grouped-query reshape that reference lowers to:
+  logits scaled by 1/sqrt(H), masked with jax's large negative where a query may not look,
+  softmax, probabilities cast to the keys' dtype), without the grouped-query reshape that
+  reference lowers to (shared key/value heads are repeated instead):
 
   - small logits (under `BLOCKED_MIN_BYTES`, or fewer than `BLOCKED_MIN_KEYS` keys, as in
     cross-attention to a caption): two einsums over [B, N, T, S] logits;
@@ -70,29 +94,36 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
     = (rows, queries) forces a choice), one after another in nested `lax.map`s, each block's
     logits recomputed in the backward pass rather than stored. A block's [2, 256, S] logits
     stay in cache, where the whole [B, N, T, S] ones go through memory several times. Rows
-    of a softmax are independent, so the blocks give the same numbers.
+    of a softmax are independent, so the blocks give the same numbers. (A causal block
+    computes all S keys and masks the later ones, as the whole form does.)
 
   At DiT-S/2's, SD-UNet's 32 x 32 and 64 x 64 shapes this is 1.4-2.4x faster than jax's
   forward + backward on XLA:CPU (`benchmarks/attention.py`, `benchmarks/RESULTS.md`)."""
   if jax.default_backend() != "cpu":
-    return jax.nn.dot_product_attention(q, k, v)
+    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal)
   b, t, n, h = q.shape
   s = k.shape[1]
   block = block or _blocks(b, t, n, s)
   if block is None:
-    return whole_attention(q, k, v)
+    return whole_attention(q, k, v, is_causal=is_causal)
   rows, queries = block
   if (b * n) % rows or t % queries:
     raise ValueError(f"blocks of {rows} (batch, head) rows and {queries} queries do not divide "
                      f"{b} x {n} rows and {t} queries")
   heads_first = lambda x: x.transpose(0, 2, 1, 3).reshape(b * n // rows, rows, -1, h)  # noqa: E731
-  qs, ks, vs = heads_first(q), heads_first(k), heads_first(v)
-  qs = qs.reshape(b * n // rows, rows, t // queries, queries, h)
+  qs = heads_first(q).reshape(b * n // rows, rows, t // queries, queries, h)
+  ks, vs = heads_first(_repeat_heads(n, k)), heads_first(_repeat_heads(n, v))
+  starts = jnp.arange(0, t, queries)
 
   def group(args):  # [rows, t / queries, queries, H] queries, their [rows, S, H] keys, values
     qg, kg, vg = args
-    one = jax.checkpoint(lambda qb: _einsums(qb, kg, vg, "rth,rsh->rts", "rts,rsh->rth"))
-    return jax.lax.map(one, qg.swapaxes(0, 1)).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(qb_start):
+      qb, start = qb_start
+      mask = _causal_mask(queries, s, start) if is_causal else None
+      return _einsums(qb, kg, vg, "rth,rsh->rts", "rts,rsh->rth", mask)
+    return jax.lax.map(one, (qg.swapaxes(0, 1), starts)).swapaxes(0, 1)
 
   y = jax.lax.map(group, (qs, ks, vs))  # [b * n / rows, rows, t / queries, queries, H]
   return y.reshape(b, n, t, h).transpose(0, 2, 1, 3)
@@ -178,7 +209,7 @@ class CausalSelfAttention(nn.Module):
     if self.use_rotary:
       q, k = rotary(q, positions), rotary(k, positions)
     if cache is None:
-      y = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+      y = dot_product_attention(q, k, v, is_causal=True)
       new_cache = None
     else:
       keys = write_cache(cache["k"], k, positions[0])  # [B * heads, max_len, hd]
