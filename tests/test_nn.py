@@ -104,7 +104,8 @@ def test_dot_product_attention_is_jax_reference(dtype, tol, block, is_causal):
 def test_dot_product_attention_blocks_large_logits():
   """Logits of BLOCKED_MIN_BYTES or more with BLOCKED_MIN_KEYS keys or more run in blocks (a
   loop in the compiled program) and still give jax's numbers; fewer keys (cross-attention to a
-  caption) or smaller logits do not; blocks that do not divide the shapes are refused."""
+  caption) or smaller logits do not; causal blocks skip the keys after their last query;
+  blocks that do not divide the shapes are refused."""
   from gen.nn import attention
 
   t = attention.QUERY_BLOCK * 2  # [2, 3, 512, 512] float32 logits: 6 MiB.
@@ -119,6 +120,14 @@ def test_dot_product_attention_blocks_large_logits():
   assert loops(q[:, :16], k[:, :16], v[:, :16]) == 0
   np.testing.assert_allclose(attention.dot_product_attention(q, k, v),
                              jax.nn.dot_product_attention(q, k, v), atol=2e-6, rtol=2e-6)
+  # Causal: the query blocks are unrolled (one loop, over rows), each reading only the keys
+  # up to its last query.
+  causal = functools.partial(attention.dot_product_attention, is_causal=True)
+  hlo = jax.jit(causal).lower(q, k, v).as_text()
+  assert hlo.count("while") == 1
+  assert "2x256x256xf32" in hlo and "2x256x512xf32" in hlo  # Block 0's and block 1's logits.
+  np.testing.assert_allclose(causal(q, k, v), jax.nn.dot_product_attention(q, k, v, is_causal=True),
+                             atol=2e-6, rtol=2e-6)
   with pytest.raises(ValueError, match="do not divide 2 x 3 rows and 512 queries"):
     attention.dot_product_attention(q, k, v, block=(4, 256))
   with pytest.raises(ValueError, match="do not divide"):

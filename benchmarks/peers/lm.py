@@ -1,7 +1,7 @@
 """Our GPT against transformers' GPT2LMHeadModel of the same shape, in one run.
 
   python benchmarks/peers/lm.py --config=configs/lm/shakespeare_char_cpu.py [--batch=1,32]
-      [--compile] [--json] [--config.a.b=V ...]
+      [--compile] [--json] [--config.a.b=V ...]      # --batch= : training only
 
 Both with random weights in float32: layers, heads, width, context and vocabulary from the
 config (GELU tanh MLP, learned positions, tied embeddings, no dropout). Decoding: a
@@ -81,7 +81,7 @@ def train_fn(model, config, spec, batch: int, compiled: bool):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--config", default="configs/lm/shakespeare_char_cpu.py")
-  ap.add_argument("--batch", default="1,32", help="decoding batch sizes")
+  ap.add_argument("--batch", default="1,32", help="decoding batch sizes (empty: training only)")
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--threads", type=int, default=2)
   ap.add_argument("--compile", action="store_true", help="also torch.compile the train step")
@@ -92,8 +92,8 @@ def main(argv=None):
   peak = measure.peaks(measure.dtype_of(config))
   out = {"config": args.config, **measure.device_info(), **versions, "peak": peak}
 
-  decode = []
-  for bench in sampling.benches(config, spec, pipe, [int(b) for b in args.batch.split(",")]):
+  decode, batches = [], [int(b) for b in args.batch.split(",") if b]
+  for bench in sampling.benches(config, spec, pipe, batches) if batches else ():
     m = bench.meta
     theirs = generate_fn(gpt2_like(config, spec), m["batch"], m["new_tokens"], config.sample)
     t = compare.alternate({"ours": bench.run, "theirs": theirs}, args.repeats)
