@@ -125,7 +125,9 @@ def test_dot_product_attention_blocks_large_logits():
   causal = functools.partial(attention.dot_product_attention, is_causal=True)
   hlo = jax.jit(causal).lower(q, k, v).as_text()
   assert hlo.count("while") == 1
-  assert "2x256x256xf32" in hlo and "2x256x512xf32" in hlo  # Block 0's and block 1's logits.
+  q_block = attention.CAUSAL_QUERY_BLOCK
+  for j in range(t // q_block):  # Block j's logits: its queries by the keys up to its last.
+    assert f"2x{q_block}x{(j + 1) * q_block}xf32" in hlo
   np.testing.assert_allclose(causal(q, k, v), jax.nn.dot_product_attention(q, k, v, is_causal=True),
                              atol=2e-6, rtol=2e-6)
   with pytest.raises(ValueError, match="do not divide 2 x 3 rows and 512 queries"):

@@ -31,7 +31,8 @@ Three tables, each pair timed in turns (`measure.in_turns`, median of `--repeats
   norms, linear layers, attention with and without its projections, MLPs). Ours are compiled
   with the pipeline's XLA options, one program per piece: what XLA fuses across a piece's
   edges in the whole program is not in them. The attention core is q, k, v in, the attended
-  values out (`jax.nn.dot_product_attention`; `F.scaled_dot_product_attention`).
+  values out (`gen.nn.attention.dot_product_attention`, which the networks call;
+  `F.scaled_dot_product_attention`).
   `piece_shapes` has each distinct call's milliseconds.
 - `torch_ops`: torch.profiler's self CPU time per aten op over theirs forward + backward,
   grouped (convolutions, convolution backward, norms, attention, matmuls, elementwise,
@@ -57,6 +58,7 @@ import torch.nn.functional as F
 import measure
 from gen.core import xla
 from gen.core.family import TrainState, make_optimizer
+from gen.nn import attention as gen_attention
 
 LATENT_CHANNELS, TEXT_TOKENS, TEXT_WIDTH = 4, 77, 768
 
@@ -463,7 +465,7 @@ def attention_pieces(p: Profile, ours: dict) -> list:
     qa, ka, va = arr(q), arr(kv), arr(kv)
 
     def ours_core(q, k, v, causal=causal):
-      return jax.nn.dot_product_attention(q, k, v, is_causal=causal)
+      return gen_attention.dot_product_attention(q, k, v, is_causal=causal)
 
     tq, tk, tv = (torch.from_numpy(a).transpose(1, 2) for a in (qa, ka, va))
     gqa = q[2] != kv_heads
