@@ -5,6 +5,7 @@ sample --prompt` end to end, on a made-up captioned source of coloured squares; 
 CLIP text encoder of an imported Stable Diffusion run (the tiny sd1 fixture)."""
 
 import functools
+import json
 import os
 
 import jax
@@ -18,7 +19,7 @@ from gen.core import config as config_lib
 from gen.core import runs
 from gen.core import train as train_lib
 from gen.core.data import sources
-from gen.diffusion import text, text_denoiser, text_to_image
+from gen.diffusion import caption_use, text, text_denoiser, text_to_image
 from gen.diffusion.config import default_config
 from gen.diffusion.models import DiT
 
@@ -323,6 +324,54 @@ def test_train_sample_and_judge_end_to_end(tmp_path, glyph_judge, capsys, monkey
   assert cli.main(["eval", f"--workdir={workdir}", "--metric=captions", f"--judge={glyph_judge}",
                    "--guidance=1", "--num_samples=4", "--batch_size=4"]) == 0
   assert "test_held_out" in capsys.readouterr().out
+
+  # Which words the denoiser reads: x0-MSE with the true caption, and its rise per change.
+  assert caption_use.main([f"--workdir={workdir}", "--num=6", "--levels=3,0.5", "--json"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["levels"] == [0.5, 3.0] and out["num"] == 6 and out["space"] == "pixels"
+  for row in out["rows"]:
+    assert row["x0_mse"] > 0 and set(row["rise"]) == {*caption_use.CHANGES, "null"}
+  assert sum(r["train_share"] for r in out["rows"]) == pytest.approx(1.0)
+  # A rise is the x0-MSE of the changed caption less the true one's: null minus true here.
+  null = caption_use.measure(workdir, 6, [3.0])["rows"][0]
+  assert null["rise"]["null"] != 0.0  # Perturbed or not, 2 steps moved the text's weights.
+
+
+def test_caption_use_changes_one_attribute_and_refuses_other_runs(run, monkeypatch, capsys):
+  """`gen.diffusion.caption_use`'s changed captions read back to the true objects with exactly
+  one attribute changed, in every object; runs it cannot read are one-line errors, exit 2."""
+  from test_captions import _register
+
+  from gen.core.data import load
+
+  _register(monkeypatch)
+  src = load("captions:glyphs", "test")
+  sets = caption_use.caption_sets(src, range(30))
+  fields = {"identity": "identity", "colour": "colour", "size": "size", "position": "slot"}
+  for i in range(30):
+    true = src.objects(i)
+    assert src.parse(sets["true"][i]) == true  # The same objects, though not src.caption(i).
+    for change, field in fields.items():
+      got = src.parse(sets[change][i])
+      assert len(got) == len(true)
+      # Every other attribute kept (objects as a multiset) ...
+      rest = lambda objs, f=field: sorted(  # noqa: E731
+          tuple(getattr(o, k) for k in ("identity", "colour", "size", "slot") if k != f)
+          for o in objs)
+      assert rest(got) == rest(true), (change, sets["true"][i], sets[change][i])
+      # ... and this one changed in every object.
+      if change == "position":
+        for o in got:  # Each object moved to the opposite slot.
+          assert any((t.identity, t.colour, t.size, caption_use.OPPOSITE[t.slot])
+                     == (o.identity, o.colour, o.size, o.slot) for t in true), i
+      else:
+        for o in got:
+          same_slot = [t for t in true if t.slot == o.slot]
+          assert getattr(o, field) != getattr(same_slot[0], field), (change, i)
+  assert caption_use.main([f"--workdir={run}"]) == 2  # Squares: captions it cannot change.
+  assert "not on captioned scenes" in capsys.readouterr().err
+  assert caption_use.main([f"--workdir={run}-missing"]) == 2
+  assert capsys.readouterr().err.startswith("error: ")
 
 
 # ------------------------------------------------ a frozen CLIP encoder from an imported run
