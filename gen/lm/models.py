@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from gen.nn.attention import cached_attention, dot_product_attention, init_cache, write_cache
+from gen.nn import attention
+from gen.nn.attention import cached_attention, init_cache, write_cache
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -158,7 +159,7 @@ class Attention(nn.Module):
       freq = rope_frequencies(d, self.rope_theta, self.rope_scaling)
       q, k = rope(q, positions, freq), rope(k, positions, freq)
     if cache is None:
-      y = dot_product_attention(q, k, v, is_causal=True)
+      y = attention.dot_product_attention(q, k, v, is_causal=True)
       new_cache = None
     else:
       keys = write_cache(cache["k"], k, positions[0])  # [B * kv_heads, max_len, hd]
