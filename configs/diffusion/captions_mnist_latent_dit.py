@@ -1,8 +1,9 @@
 """Text to image from scratch on captioned MNIST scenes, in latent space, with a DiT: the
 8 x 8 x 4 latents of configs/diffusion/autoencoder_captions_mnist.py as 64 tokens (patch 1),
 PixArt-alpha's cross-attention in every block reading a jointly trained text transformer,
-classifier-free guidance. captions_mnist_latent.py with the UNet swapped for the DiT, at the
-same step count, batch and rate: the table's backbone comparison.
+classifier-free guidance. captions_mnist_latent.py with the UNet swapped for the DiT, at that
+config's earlier settings (2000 steps, p_mean = -1.2) and the same batch and rate: the table's
+backbone comparison.
 
 Run:       gen train --config=configs/diffusion/autoencoder_captions_mnist.py \\
              --workdir=runs/autoencoder-captions-mnist --config.data.dir=DIR

@@ -2,7 +2,7 @@
 UNet2DConditionModel layout at small widths: 32 x 32 x 3 pixels, a plain block at 32 x 32 and a
 cross-attention block at 16 x 16 (SD's layout keeps its finest level free of attention too),
 reading a jointly trained text transformer; classifier-free guidance. The table's pixel UNet
-row: captions_mnist_latent.py without the autoencoder.
+row: captions_mnist_latent.py (at its earlier p_mean = -1.2) without the autoencoder.
 
 Run:       gen train --config=configs/diffusion/captions_mnist_unet.py \\
              --workdir=runs/captions-mnist-unet --config.data.dir=DIR
@@ -24,7 +24,7 @@ Result:    step 1300 (EMA params, 1000 test scenes): EDM loss 0.078, x0_mse 0.00
            (faithful 0.00, colour 0.00-0.08). The samples take the prompt's colours but are
            scattered strokes, not glyphs: on 32 x 32 pixels this UNet takes 0.9 steps/s alone,
            where the latent UNet of captions_mnist_latent.py took 1.6 on 8 x 8 x 4 latents
-           with the CPU shared, and 1300 steps on pixels do not reach the glyph-like strokes
+           with the CPU shared (3.0 alone), and 1300 steps on pixels do not reach the glyph-like strokes
            that 2000 on latents do. The table's pixel-against-latent row.
 Reference: SD's UNet2DConditionModel layout (Rombach et al. 2022) with EDM's preconditioning
            (Karras et al. 2022); no published number on these scenes.
