@@ -7,7 +7,7 @@
   gen eval --workdir=DIR --metric=fd|fid [--num_samples=10000] [--fd_classifier=DIR]
            [--inception=WEIGHTS] [--reference=train] [--real=SPLIT] [--KEY=VALUE ...]
   gen eval --workdir=DIR --metric=captions --judge=DIR [--guidance=0,1,2,4] [--num_samples=N]
-           [--batch_size=B] [--real=test,test_held_out] [--KEY=VALUE ...]
+           [--batch_size=B] [--real=test,test_held_out [--autoencoder=DIR]] [--KEY=VALUE ...]
   gen import --from=FOLDER --workdir=DIR [--config.a.b=VALUE ...]
   gen import --lora=ADAPTER --from=WORKDIR --workdir=DIR [--scale=1.0]
   gen export --workdir=DIR --to=FOLDER [--step=N] [--lora=ADAPTER_FOLDER]
@@ -23,7 +23,8 @@ text-to-image run's `--prompt`, `--negative_prompt` and `--init_image`, a diffus
 `gen eval --metric=captions` asks a text-to-image run for images of the captions of a captioned
 dataset (`captions:NAME`) and has a judge run (`gen.classifier.configs.captions_mnist`) read them
 back: the share of faithful images per guidance scale, on seen and held-out compositions
-(`gen.eval.captions`); `--real` scores the real scenes instead.
+(`gen.eval.captions`); `--real` scores the real scenes instead (with `--autoencoder=DIR`, after a
+round trip through that autoencoder run's latents: a latent run's ceiling).
 `--num` defaults to 64 images, or what the family chooses (a language model: 4 samples, or
 1 per prompt). Samples are written as an image grid, or as the family's own files (text;
 MIDI, WAV and a piano roll for music). `gen import` turns another library's checkpoint
@@ -222,15 +223,17 @@ def _check_sampler_args(pipeline, extra, family):
 
 EVAL_FLAGS = {"workdir": "", "num_batches": 0, "out": "", "step": -1, "batch_size": 0,
               "metric": "", "num_samples": 10000, "fd_classifier": "", "inception": "",
-              "reference": "train", "real": "", "data": "", "seed": 0, "judge": ""}
+              "reference": "train", "real": "", "data": "", "seed": 0, "judge": "",
+              "autoencoder": ""}
 
 
 def cmd_eval(argv):
   values, overrides, extra = _parse(argv, EVAL_FLAGS, allow_config=True, allow_extra=True)
   if values["metric"] == "captions":
     return _eval_captions(values, overrides, extra)
-  if values["judge"]:
-    raise UsageError("--judge=DIR goes with --metric=captions")
+  for name in ("judge", "autoencoder"):
+    if values[name]:
+      raise UsageError(f"--{name}=DIR goes with --metric=captions")
   if values["metric"] in ("fd", "fid"):
     return _eval_samples(values, overrides, extra)
   if values["metric"]:
@@ -343,13 +346,20 @@ def _eval_captions(values, overrides, extra):
   batch = values["batch_size"] or 500
   try:  # Its ValueErrors are about the arguments: no judge, a run that takes no captions...
     judge = captions.load_judge(values["judge"], batch)
+    through = None
+    if values["autoencoder"]:
+      if not real:
+        raise ValueError("--autoencoder=RUN sends the real scenes through its latents: it goes "
+                         "with --real=SPLITS")
+      through = captions.load_autoencoder(values["autoencoder"], batch)
     run = None
     if not real:
       run = captions.load_run(values["workdir"], overrides,
                               None if values["step"] < 0 else values["step"])
     result = captions.evaluate(judge, run, guidance=guidance, num_samples=values["num_samples"],
                                batch=batch, seed=values["seed"], real_splits=real,
-                               sampler_args=extra, check_args=_check_sampler_args)
+                               sampler_args=extra, check_args=_check_sampler_args,
+                               through=through)
   except ValueError as e:
     raise UsageError(str(e)) from None
   folder = values["workdir"] or values["judge"]

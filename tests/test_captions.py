@@ -9,6 +9,7 @@ that draws the real scene of each caption (`renderer`: faithful must be 1 under 
 and one that draws noise (faithful ~0).
 """
 
+import dataclasses
 import json
 import os
 
@@ -434,6 +435,32 @@ def test_eval_of_stand_in_runs(glyph_sources, tmp_path):
   assert [r["split"] for r in real["results"]] == ["test"] and real["scored"] == "real images"
 
 
+def test_real_scenes_through_an_autoencoder(glyph_sources, tmp_path):
+  """`through=`: the judge reads the real scenes after the round trip, nothing else; a round
+  trip of another image size, or one without `real_splits`, is a one-line error."""
+  src = load("captions:glyphs", "test")
+  judge = oracle(src, tmp_path)
+  seen = []
+  read = judge.predict_fn
+  judge.predict_fn = lambda images: seen.append(np.asarray(images)) or read(images)
+  flip = captions_eval.RoundTrip("ae", 7, (32, 32, 3), "scale", lambda x: -x[:, ::-1], batch=5)
+  result = captions_eval.evaluate(judge, None, num_samples=12, batch=16, real_splits=("test",),
+                                  through=flip)
+  assert result["scored"] == "real images through an autoencoder"
+  assert result["autoencoder_step"] == 7 and "through step 7" in captions_eval.table(result)
+  idx = np.sort(np.random.default_rng([0, 0]).choice(len(src), 12, replace=False))
+  real = np.stack([src[int(i)]["image"] for i in idx])
+  expected = fd.to_uint8((1.0 - (real.astype(np.float32) / 127.5 - 1.0)[:, ::-1]) / 2.0)
+  np.testing.assert_array_equal(seen[0][:12], expected)
+  assert not np.array_equal(expected, real)
+  for through, needle in [(flip, "goes with --real"),
+                          (dataclasses.replace(flip, shape=(28, 28, 1)), "shape (28, 28, 1)")]:
+    with pytest.raises(ValueError) as e:
+      captions_eval.evaluate(judge, stand_in(noise()), num_samples=4, through=through,
+                             real_splits=("test",) if through.shape != flip.shape else ())
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
 def test_eval_refuses_runs_it_cannot_score(glyph_sources, tmp_path):
   judge = oracle(load("captions:glyphs", "test"), tmp_path)
   no_prompts = Pipeline(init=None, train_step=None, eval_step=None,
@@ -477,7 +504,11 @@ def test_eval_from_the_cli(glyph_sources, tiny_judge, tmp_path, capsys, monkeypa
             (f"--judge={judge}", "--guidance=high"): "--guidance takes a number",
             (f"--judge={judge}", "--real=train"): "--real takes splits among",
             (f"--judge={judge}", "--real=test", "--steps=3"): "takes no sampler flag",
-            (f"--judge={judge}", "--sampler=fast"): "cannot take prompts"}
+            (f"--judge={judge}", "--sampler=fast"): "cannot take prompts",
+            (f"--judge={judge}", f"--autoencoder={judge}"): "goes with --real",
+            (f"--judge={judge}", f"--autoencoder={judge}", "--real=test"): "has no round trip",
+            (f"--judge={judge}", f"--autoencoder={tmp_path / 'none'}", "--real=test"):
+                "holds no checkpoint"}
   for args, needle in errors.items():
     rc = cli.main(["eval", f"--workdir={run_dir}", "--metric=captions", *args])
     assert_one_line_error(rc, capsys.readouterr().err, "eval", needle)
@@ -492,6 +523,8 @@ def test_eval_from_the_cli(glyph_sources, tiny_judge, tmp_path, capsys, monkeypa
   assert_one_line_error(rc, capsys.readouterr().err, "eval", "not a judge of captioned scenes")
   rc = cli.main(["eval", "--metric=fd", f"--judge={digits}", "--workdir=x"])
   assert_one_line_error(rc, capsys.readouterr().err, "eval", "--judge=DIR goes with")
+  rc = cli.main(["eval", "--metric=fd", f"--autoencoder={digits}", "--workdir=x"])
+  assert_one_line_error(rc, capsys.readouterr().err, "eval", "--autoencoder=DIR goes with")
 
 
 @pytest.mark.slow

@@ -55,6 +55,25 @@ def test_autoencoder_shapes_and_padding():
   assert not np.allclose(x_mean, x_sample)
 
 
+def test_round_trip_is_the_decoded_posterior_mean(ae_dir):
+  """The round trip `gen eval --metric=captions --autoencoder=RUN` reads real scenes through:
+  the sampling params' decoded posterior mean, in batches padded to one compiled shape."""
+  from gen.eval import captions as captions_eval
+  from gen.eval import fd
+
+  trip = captions_eval.load_autoencoder(ae_dir, batch=3)
+  config, spec, _, state, step = runs.load_workdir(ae_dir)
+  assert trip.step == step and trip.shape == tuple(spec.shape)
+  images = np.random.default_rng(0).integers(0, 256, (5,) + tuple(spec.shape), np.uint8)
+  ae, _ = ae_lib.parts(config, spec)
+  x_hat = ae.apply({"params": state.sample_params["ae"]}, images / 127.5 - 1.0)[0]
+  expected = fd.to_uint8((np.asarray(x_hat) + 1.0) / 2.0).astype(int)
+  got = trip(images)
+  assert got.dtype == np.uint8 and got.shape == images.shape
+  assert np.abs(got.astype(int) - expected).max() <= 1  # Rounding of float noise only.
+  assert np.abs(got.astype(int) - images).mean() > 5  # Three steps: far from the images.
+
+
 def test_kl_in_closed_form():
   mean = jnp.array([[0.0, 1.0, -2.0, 0.5]])
   logvar = jnp.log(jnp.array([[1.0, 1.0, 0.25, 4.0]]))

@@ -123,6 +123,9 @@ class Pipeline:
   # `(params, images) -> int32[B, H]`: the most likely class of each of a model's H heads
   # (e.g. a classifier of the targets of `gen.core.data.captions`), images in the data space.
   predict: Callable[[Any, Any], Any] | None = None
+  # `(params, images) -> images`: an autoencoder's round trip through its latents (the
+  # posterior mean), images in the data space.
+  reconstruct: Callable[[Any, Any], Any] | None = None
   # `(num, flags) -> (num, kwargs)`: `gen sample`'s extra flags as sampler arguments (eager).
   sample_options: Callable[[int, dict], tuple[int, dict]] | None = None
   # `(host samples, path stem) -> written paths`; None: an image grid.

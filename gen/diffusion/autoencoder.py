@@ -275,9 +275,15 @@ def visualize(ae: Autoencoder, state, batch, rng, num: int = 32, cols: int = 8):
   return {"reconstructions": pairs.reshape((-1, cols) + x.shape[1:])}
 
 
+def reconstruct(ae: Autoencoder, params, x):
+  """Images `x` through the latents and back: the decoded posterior mean (data space)."""
+  return ae.apply({"params": params["ae"]}, x)[0]
+
+
 def make(config, spec: DataSpec) -> Pipeline:
   """The autoencoder pipeline of `config` (model.kind='autoencoder'): no samples of its own;
-  `visualize` writes reconstructions at every `train.sample_every`."""
+  `visualize` writes reconstructions at every `train.sample_every`; `reconstruct` is the round
+  trip (`gen eval --metric=captions --real=... --autoencoder=RUN` judges real scenes after it)."""
   check(config, spec)
   ae, disc = parts(config, spec)
   cfg = AutoencoderSettings.of(config, spec)
@@ -286,4 +292,5 @@ def make(config, spec: DataSpec) -> Pipeline:
                   train_step=functools.partial(train_step, ae, disc, cfg),
                   eval_step=functools.partial(eval_step, ae, cfg),
                   visualize=functools.partial(visualize, ae),
+                  reconstruct=functools.partial(reconstruct, ae),
                   compiler_options=dict(xla.CONVNET_CPU))

@@ -3,6 +3,7 @@
   gen eval --workdir=RUN --metric=captions --judge=JUDGE [--guidance=0,1,2,4]
            [--num_samples=N] [--batch_size=B] [--seed=0] [--out=FILE] [sampler flags]
   gen eval --metric=captions --judge=JUDGE --real=test,test_held_out [--num_samples=N]
+           [--autoencoder=AE_RUN]
 
 On the captioned scenes of `gen.core.data.captions` (the judge's dataset, e.g. `captions:mnist`),
 for N captions of `test` (seen compositions) and N of `test_held_out` (each names at least one
@@ -17,7 +18,10 @@ and the Fréchet distance (with precision/recall) between the judge's features o
 the images and those of the split's real scenes (all of them; cached in the judge's workdir as
 `gen eval --metric=fd` caches its reference). With `--real=SPLITS` the judge reads the real
 scenes of those captions instead: the floor a perfect model would reach (no run is needed; its
-FD is the small-sample floor, 0 when N is the whole split).
+FD is the small-sample floor, 0 when N is the whole split). With `--autoencoder=AE_RUN` as well
+(a run whose pipeline has `reconstruct`, e.g. `model.kind = "autoencoder"`), the judge reads the
+real scenes after a round trip through that run's latents: the most a latent run on them could
+score.
 
 The run must take captions as prompts: its pipeline's `sample_options(num, flags)` accepts
 `flags["prompt"]` (one caption per image) and `flags["guidance"]` (a float; left out without
@@ -86,6 +90,45 @@ class Run:
   preprocess: str
   pipeline: Any
   params: Any
+
+
+@dataclasses.dataclass
+class RoundTrip:
+  """An autoencoder run's round trip: `fn(images in the data space) -> images`, at a fixed
+  batch `batch`."""
+
+  workdir: str
+  step: int
+  shape: tuple[int, ...]
+  preprocess: str
+  fn: Callable[[Any], Any]
+  batch: int = 500
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    """uint8 images [N, H, W, C] through the latents and back, as uint8."""
+    x = preprocess(images, self.preprocess, None)
+    out = []
+    for i in range(0, len(x), self.batch):
+      chunk = x[i:i + self.batch]
+      pad = np.zeros((self.batch - len(chunk),) + chunk.shape[1:], chunk.dtype)  # One shape.
+      out.append(np.asarray(self.fn(np.concatenate([chunk, pad])))[:len(chunk)])
+    return fd.to_uint8(postprocess(np.concatenate(out), self.preprocess))
+
+
+def load_autoencoder(workdir: str, batch: int = 500) -> RoundTrip:
+  """The round trip of the autoencoder run in `workdir` (one-line errors when there is none)."""
+  if not fd._trained_step(workdir):
+    raise ValueError(f"--autoencoder={workdir} holds no checkpoint: train one, e.g. `gen train "
+                     "--config=configs/diffusion/autoencoder_captions_mnist.py`")
+  config, spec, pipeline, state, step = runs.load_workdir(workdir)
+  if pipeline.reconstruct is None:
+    raise ValueError(f"--autoencoder={workdir} is a {config.family} run on {config.data.name} "
+                     "that has no round trip (its pipeline has no `reconstruct`): give an "
+                     "autoencoder run")
+  params = pipeline.sample_params(state)
+  fn = xla.jit(pipeline.reconstruct, pipeline.compiler_options)
+  return RoundTrip(workdir, step, tuple(spec.shape), spec.preprocess, lambda x: fn(params, x),
+                   batch)
 
 
 def load_judge(workdir: str, batch: int = 500) -> Judge:
@@ -207,14 +250,22 @@ def score(judge: Judge, images: np.ndarray, targets: np.ndarray, ref: dict, seed
 def evaluate(judge: Judge, run: Run | None, *, guidance: Sequence[float | None] = (None,),
              num_samples: int = 1000, batch: int = 500, seed: int = 0,
              real_splits: Sequence[str] = (), sampler_args: dict | None = None,
-             check_args=None) -> dict:
-  """The faithfulness table of `run` (or, with `real_splits`, of the real scenes); see the
-  module. `check_args(pipeline, kwargs, family)` may reject sampler arguments."""
+             check_args=None, through: RoundTrip | None = None) -> dict:
+  """The faithfulness table of `run` (or, with `real_splits`, of the real scenes, `through`
+  an autoencoder's round trip if given); see the module. `check_args(pipeline, kwargs, family)`
+  may reject sampler arguments."""
   t0 = time.time()
   splits = tuple(real_splits) or SPLITS
   bad = [s for s in splits if s not in SPLITS]
   if bad:
     raise ValueError(f"--real takes splits among {', '.join(SPLITS)}, not '{bad[0]}'")
+  if through is not None:
+    if not real_splits:
+      raise ValueError("--autoencoder=RUN sends the real scenes through its latents: it goes "
+                       "with --real=SPLITS")
+    if through.shape != judge.shape:
+      raise ValueError(f"the autoencoder in {through.workdir} takes images of shape "
+                       f"{through.shape}, the judge in {judge.workdir} reads {judge.shape}")
   if not real_splits:
     if run is None:
       raise ValueError("give the run to score (--workdir=RUN), or --real=SPLITS")
@@ -233,6 +284,8 @@ def evaluate(judge: Judge, run: Run | None, *, guidance: Sequence[float | None] 
     if real_splits:
       real = np.stack([src[int(i)]["image"] for i in idx])
       images = fd.to_uint8(postprocess(preprocess(real, mode, None), mode))
+      if through is not None:
+        images = through(images)
       rows.append({"split": split, "guidance": None, "num": n,
                    **score(judge, images, targets, ref, seed, f"{split} real features",
                            src.num_classes)})
@@ -248,6 +301,9 @@ def evaluate(judge: Judge, run: Run | None, *, guidance: Sequence[float | None] 
   out = {"metric": "captions", "data": judge.dataset, "num_samples": num_samples,
          "scored": "real images" if real_splits else "samples", "results": rows,
          "reference": "all real scenes of each split", **judge.info}
+  if through is not None:
+    out.update({"scored": "real images through an autoencoder",
+                "autoencoder": os.path.abspath(through.workdir), "autoencoder_step": through.step})
   if not real_splits:
     out.update({"run": os.path.abspath(run.workdir), "family": run.family, "step": run.step,
                 "sampler_args": dict(sampler_args or {}), "batch_size": batch,
@@ -262,7 +318,8 @@ def evaluate(judge: Judge, run: Run | None, *, guidance: Sequence[float | None] 
 def table(result: dict) -> str:
   """The results as a readable table, under a line that says what was scored."""
   what = (f"step {result['step']} of {result['run']}" if "run" in result
-          else "real scenes")
+          else f"real scenes through step {result['autoencoder_step']} of "
+          f"{result['autoencoder']}" if "autoencoder" in result else "real scenes")
   lines = [f"{result['data']}: {what}, judged by {result['judge']} (step "
            f"{result['judge_step']})",
            f"{'split':<14}{'guidance':>9}{'n':>7}" + "".join(f"{c:>10}" for c in COLUMNS)
