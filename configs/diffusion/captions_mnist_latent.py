@@ -31,7 +31,7 @@ Result:    The best config within the 30-minute budget. 1000 test scenes, EMA pa
            (83 min 14 s, 2.4-2.8 steps/s, sharing the CPU with the evals of its checkpoints;
            the best run, over the budget): EDM loss 0.109, x0_mse 0.048; faithful seen /
            held out at guidance 0, 1, 2, 4: 0.00 / 0.00, 0.43 / 0.38, 0.555 / 0.56, 0.605 /
-           0.60; objects 0.61-0.70 at guidance 2-4; at guidance 2 its steps 3000 / 6000 / 9000
+           0.60 (6 and 8: 0.625 / 0.605-0.61); objects 0.61-0.70 at guidance 2-4; at guidance 2 its steps 3000 / 6000 / 9000
            gave 0.12 / 0.355 / 0.49 seen. One-object captions are 98.8% faithful at guidance 2,
            two-object ones 24.8%: the pair is drawn, often the other way round.
            p_mean = 0 centres the training noise levels on 1, where a glyph's shape is still
