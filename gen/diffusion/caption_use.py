@@ -1,7 +1,7 @@
 """Which words of its captions does a text-to-image denoiser read, and at which noise levels?
 
   python -m gen.diffusion.caption_use --workdir=RUN [--num=256] [--split=test]
-      [--levels=0.1,0.2,0.4,0.7,1,1.5,2,3,5,10] [--seed=0] [--json]
+      [--levels=0.1,0.2,0.4,0.7,1,1.5,2,3,5,10] [--seed=0] [--step=N] [--json]
 
 For `num` scenes of the run's captioned dataset (`gen.core.data.captions`), at each noise
 level s (sigma / alpha: EDM's sigma, for any process), the squared error of the denoised
@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 
 import jax
@@ -81,10 +82,17 @@ def _train_shares(process, levels, rng, draws: int = 200_000) -> list[float]:
 
 
 def measure(workdir: str, num: int = 256, levels=LEVELS, split: str = "test", seed: int = 0,
-            batch: int = 256) -> dict:
+            batch: int = 256, step: int | None = None) -> dict:
   """The table of the module docstring: {"levels": [...], "rows": [{level, train_share,
   x0_mse, rise: {change: ...}}], ...}. One-line ValueErrors for runs it cannot read."""
-  config, spec, pipeline, state, step = runs.load_workdir(workdir)
+  if step is not None:
+    folder = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(folder) if d.isdigit()) if os.path.isdir(
+        folder) else []
+    if step not in steps:
+      raise ValueError(f"no checkpoint at step {step} in {workdir} (it has "
+                       f"{', '.join(map(str, steps)) or 'none'})")
+  config, spec, pipeline, state, step = runs.load_workdir(workdir, step=step)
   if config.get("family") != "diffusion" or config.model.get("kind") != "text_denoiser":
     raise ValueError(f"{workdir} holds a {config.get('family')} "
                      f"{config.model.get('kind', 'model')} run, not a text_denoiser: it reads "
@@ -117,20 +125,23 @@ def measure(workdir: str, num: int = 256, levels=LEVELS, split: str = "test", se
   images = np.asarray(preprocess(np.stack([src[int(i)]["image"] for i in indices]),
                                  spec.preprocess, None), np.float32)
   shape = tuple(cfg.shape)
+  pairs = np.asarray([len(src.objects(int(i))) == 2 for i in indices])
   rows, shares = [], _train_shares(process, levels, jax.random.key(seed))
   for j, s in enumerate(levels):
     t = jnp.full((len(indices),), process.t_of_level(jnp.float32(s)), jnp.float32)
     eps = jax.random.normal(jax.random.fold_in(jax.random.key(seed), j),
                             (len(indices),) + shape)
-    mse = {}
-    for k, v in ids.items():
-      mse[k] = float(np.mean(np.concatenate([
-          np.asarray(errors(images[a:a + batch], t[a:a + batch], eps[a:a + batch],
-                            v[a:a + batch])) for a in range(0, len(indices), batch)])))
-    rows.append({"level": s, "train_share": float(shares[j]), "x0_mse": mse["true"],
-                 "rise": {k: mse[k] - mse["true"] for k in (*CHANGES, "null")}})
+    mse = {k: np.concatenate([
+        np.asarray(errors(images[a:a + batch], t[a:a + batch], eps[a:a + batch],
+                          v[a:a + batch])) for a in range(0, len(indices), batch)])
+        for k, v in ids.items()}
+    rows.append({"level": s, "train_share": float(shares[j]),
+                 "x0_mse": float(np.mean(mse["true"])),
+                 "rise": {k: float(np.mean(mse[k] - mse["true"])) for k in (*CHANGES, "null")},
+                 "rise_pairs": {k: float(np.mean((mse[k] - mse["true"])[pairs]))
+                                if pairs.any() else math.nan for k in (*CHANGES, "null")}})
   return {"workdir": workdir, "step": int(step), "dataset": config.data.name, "split": split,
-          "num": len(indices), "space": "latent" if codec is not None else "pixels",
+          "num": len(indices), "num_pairs": int(pairs.sum()), "space": "latent" if codec is not None else "pixels",
           "levels": levels, "rows": rows, "example": {k: v[0] for k, v in sets.items()}}
 
 
@@ -143,6 +154,13 @@ def report(out: dict) -> str:
   for r in out["rows"]:
     lines.append(f"{r['level']:6.2f} {r['train_share']:11.3f} {r['x0_mse']:8.4f} " +
                  " ".join(f"{r['rise'][k]:9.4f}" for k in (*CHANGES, "null")))
+  if out.get("num_pairs"):
+    lines.append(f"the {out['num_pairs']} two-object scenes alone (position: the two objects "
+                 "trade places, the same words in another order)")
+    lines.append(f"{'level':>6} " + " ".join(f"{k:>9}" for k in (*CHANGES, "null")))
+    for r in out["rows"]:
+      lines.append(f"{r['level']:6.2f} " +
+                   " ".join(f"{r['rise_pairs'][k]:9.4f}" for k in (*CHANGES, "null")))
   lines.append("e.g. " + " | ".join(f"{k}: {v}" for k, v in out["example"].items()))
   return "\n".join(lines)
 
@@ -156,11 +174,12 @@ def main(argv=None) -> int:
   ap.add_argument("--levels", default=",".join(f"{s:g}" for s in LEVELS),
                   help="noise levels sigma / alpha, comma-separated")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--step", type=int, default=None, help="a checkpoint's step (default: the last)")
   ap.add_argument("--json", action="store_true", help="one JSON line instead of the table")
   args = ap.parse_args(argv)
   try:
     levels = [float(s) for s in args.levels.split(",") if s]
-    out = measure(args.workdir, args.num, levels, args.split, args.seed)
+    out = measure(args.workdir, args.num, levels, args.split, args.seed, step=args.step)
   except (ValueError, OSError, sources.DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
