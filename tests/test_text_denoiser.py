@@ -20,6 +20,7 @@ from gen.core import runs
 from gen.core import train as train_lib
 from gen.core.data import sources
 from gen.diffusion import caption_use, text, text_denoiser, text_to_image
+from gen.diffusion.diffusers import unet2d_condition
 from gen.diffusion.config import default_config
 from gen.diffusion.models import DiT
 
@@ -148,6 +149,58 @@ def test_dit_cross_attention_starts_as_identity_and_leaves_plain_dit_alone():
   np.testing.assert_array_equal(out[0], out[1])
 
 
+def test_unet_positions_tell_the_attention_where_each_token_is():
+  """model.unet_positions: with the same params (it adds none), a spatially constant input
+  gives a spatially constant Transformer2D output without the position codes (its queries
+  cannot tell places apart), and one that varies from place to place with them."""
+  blocks = [unet2d_condition.Transformer2D(heads=2, groups=4, positions=p) for p in (False, True)]
+  x = jnp.broadcast_to(jax.random.normal(jax.random.key(0), (1, 1, 1, 8)), (1, 4, 4, 8))
+  context = jax.random.normal(jax.random.key(1), (1, 3, 8))
+  params = blocks[0].init(jax.random.key(2), x, context)["params"]
+  assert (jax.tree.map(jnp.shape, params) ==
+          jax.tree.map(jnp.shape, blocks[1].init(jax.random.key(2), x, context)["params"]))
+  spread = [float(jnp.std(b.apply({"params": params}, x, context), axis=(1, 2)).max())
+            for b in blocks]
+  assert spread[0] < 1e-5 < 1e-2 < spread[1], spread
+  # Through the config: the UNet backbone carries the flag.
+  c = tiny_config(**{"model.arch": "unet2d_condition", **UNET, "model.unet_positions": True})
+  net, *_ = text_denoiser.parts(c, runs.open_data(c).spec)
+  assert net.backbone.positions
+
+
+def test_parse_weight_teaches_the_encoder_the_objects(monkeypatch):
+  """model.text.parse_weight: the batches carry the scenes' per-slot targets, a step reports
+  the parser's loss and share of captions read right, and the parse loss's gradient reaches
+  the text encoder (its params move otherwise than without it, from the same init and draws);
+  the backbone's and encoder's init do not depend on the parser's presence."""
+  from test_captions import _register
+
+  _register(monkeypatch)
+  glyphs = {"data.name": "captions:glyphs", "model.text.max_length": 32,
+            "model.text.tokenizer_captions": 200, "model.dit.patch": 8,
+            "optim.grad_clip": 0.0}
+  states, pipes = [], []
+  for weight in (0.0, 1.0):
+    c = tiny_config(**glyphs, **{"model.text.parse_weight": weight})
+    data = runs.open_data(c)
+    assert ("targets" in data.spec.fields) == (weight > 0)
+    pipeline = runs.build(c, data.spec)
+    batch = jax.tree.map(jnp.asarray, data.example_batch())
+    state = pipeline.init(jax.random.key(0), batch)
+    assert ("parser" in state.params) == (weight > 0)
+    new, _ = pipeline.train_step(state, batch, jax.random.key(1))  # Warm-up: rate 0.
+    states.append(pipeline.train_step(new, batch, jax.random.key(2)))
+    pipes.append(state)
+  jax.tree.map(np.testing.assert_array_equal, pipes[0].params["encoder"],
+               pipes[1].params["encoder"])
+  (plain, m0), (parsed, m1) = states
+  assert "parse_loss" not in m0 and float(m1["parse_loss"]) > 0
+  assert 0.0 <= float(m1["parsed"]) <= 1.0
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                                       plain.params["encoder"], parsed.params["encoder"]))
+  assert max(moved) > 0
+
+
 def test_pooled_text_joins_adaln_and_starts_at_zero():
   """model.text.pooled: the states' mean reaches the DiT through adaLN alone (the
   cross-attention's output zeroed, a caption still changes the output), and its zeroed
@@ -249,7 +302,10 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys):
                              "cross_attention_dim = 8"),
                             ({"data.name": "digits"}, "no captions"),
                             ({"model.arch": "unet2d_condition", **UNET, "model.text.pooled": True},
-                             "model.text.pooled feeds the DiT's adaLN")):
+                             "model.text.pooled feeds the DiT's adaLN"),
+                            ({"model.unet_positions": True}, "model.unet_positions adds"),
+                            ({"model.text.parse_weight": 1.0}, "no per-object targets"),
+                            ({"model.text.parse_weight": -1.0}, "parse_weight must be >= 0")):
     with pytest.raises(config_lib.ConfigError, match=needle):
       c = tiny_config(**overrides)
       spec = runs.open_data(c).spec
@@ -329,11 +385,21 @@ def test_train_sample_and_judge_end_to_end(tmp_path, glyph_judge, capsys, monkey
   assert caption_use.main([f"--workdir={workdir}", "--num=6", "--levels=3,0.5", "--json"]) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["levels"] == [0.5, 3.0] and out["num"] == 6 and out["space"] == "pixels"
+  src = load("captions:glyphs", "test")
+  indices = np.sort(np.random.default_rng([0, 2]).choice(len(src), 6, replace=False))
+  assert out["num_pairs"] == sum(len(src.objects(int(i))) == 2 for i in indices) > 0
   for row in out["rows"]:
     assert row["x0_mse"] > 0 and set(row["rise"]) == {*caption_use.CHANGES, "null"}
+    assert set(row["rise_pairs"]) == set(row["rise"])
   assert sum(r["train_share"] for r in out["rows"]) == pytest.approx(1.0)
   # The levels are applied: a nearly untrained denoiser recovers less at more noise.
   assert out["rows"][0]["x0_mse"] < out["rows"][1]["x0_mse"]
+  assert caption_use.main([f"--workdir={workdir}", "--num=6", "--levels=3", "--step=2",
+                           "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["step"] == 2
+  assert caption_use.main([f"--workdir={workdir}", "--step=7"]) == 2
+  assert capsys.readouterr().err.strip() == (f"error: no checkpoint at step 7 in {workdir} "
+                                             "(it has 2)")
 
 
 def test_caption_use_changes_one_attribute_and_refuses_other_runs(run, monkeypatch, capsys):
@@ -432,7 +498,8 @@ def test_pretrained_encoder_errors(imported, run):
       ({"model.text.pretrained": "/nonexistent/run"}, "no run there"),
       ({"model.text.pretrained": run}, "not a text_to_image one"),
       ({"model.text_to_image.unet.cross_attention_dim": 16}, "hidden size 32"),
-      ({"model.text.max_length": 100}, "3 to 77")):
+      ({"model.text.max_length": 100}, "3 to 77"),
+      ({"model.text.parse_weight": 1.0}, "frozen model.text.pretrained")):
     with pytest.raises(config_lib.ConfigError, match=needle):
       c = pretrained_config(imported, **overrides)
       runs.build(c, runs.open_data(c).spec)

@@ -123,6 +123,15 @@ def default_config() -> ConfigDict:
   # True (DiT): the states' mean, projected, joins the time embedding in every block's adaLN,
   # besides the cross-attention (as SD3, SDXL and Imagen add a pooled text embedding).
   x.pooled = False
+  # True (arch "unet2d_condition"): fixed sine-cosine 2-D position codes join the image tokens
+  # of every Transformer2D before its attention, as a DiT's patches have them (diffusers' UNet
+  # has none: its queries know their place only through the convolutions' zero padding).
+  c.model.unet_positions = False
+  # > 0: the text encoder also learns to parse each caption into its objects (a query per
+  # place reads the states by one attention; cross-entropy on the scene's per-slot identity,
+  # colour and size, times this weight): supervision from the scenes' object lists, which
+  # a captions:... source has, to test whether binding is what the encoder lacks.
+  x.parse_weight = 0.0
   x.tokenizer_captions = 20000  # Training captions the word-level tokenizer learns from.
   x.prompts = 8  # Test captions the trainer's samples (and a bare `gen sample`) draw.
   # A text_to_image run (`gen import` of a StableDiffusionPipeline folder): its CLIP text

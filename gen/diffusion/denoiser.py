@@ -168,7 +168,10 @@ def noise_batch(process: Process, rng, x0):
 
 
 def train_step(net: nn.Module, process: Process, objective: Objective, cfg: DenoiserSettings, state,
-               batch, rng):
+               batch, rng, aux: Callable | None = None):
+  """One optimizer step on the denoising loss; `aux(params, batch) -> (loss, metrics)` (a
+  family's auxiliary term, e.g. the text denoiser's caption parsing) adds its loss to the
+  objective and its metrics to the step's (the logged `loss` stays the denoising loss)."""
   k_noise, k_drop, k_label, k_enc = jax.random.split(rng, 4)
   x0 = cfg.to_canvas(batch["image"], k_enc)
   t, eps = noise_batch(process, k_noise, x0)
@@ -177,11 +180,13 @@ def train_step(net: nn.Module, process: Process, objective: Objective, cfg: Deno
   def loss_fn(params):
     loss, x0_mse = per_example_loss(apply_fn(net, params, True, k_drop), process, objective,
                                     x0, t, eps, labels)
-    return jnp.mean(loss), x0_mse
+    extra, metrics = (0.0, {}) if aux is None else aux(params, batch)
+    return jnp.mean(loss) + extra, (jnp.mean(loss), x0_mse, metrics)
 
-  (loss, x0_mse), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (_, (loss, x0_mse, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
   return state.apply_gradients(grads), {"loss": loss, "x0_mse": jnp.mean(x0_mse),
-                                        "grad_norm": optax.global_norm(grads)}
+                                        "grad_norm": optax.global_norm(grads), **metrics}
 
 
 def eval_step(net: nn.Module, process: Process, objective: Objective, cfg: DenoiserSettings, state,

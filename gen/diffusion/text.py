@@ -164,10 +164,17 @@ def tokenizer_of(spec: DataSpec) -> WordTokenizer | ClipPrompts:
 
 
 class Tokenized:
-  """A captioned source's records as `{"image", "ids"}`: its caption through the tokenizer."""
+  """A captioned source's records as `{"image", "ids"}`: its caption through the tokenizer;
+  with `targets`, also the source's per-slot `targets` (and its `targets` heads), which the
+  caption parsing of `model.text.parse_weight` learns from."""
 
-  def __init__(self, source, tokenizer: WordTokenizer):
+  def __init__(self, source, tokenizer: WordTokenizer, targets: bool = False):
     self.source, self.tokenizer = source, tokenizer
+    if targets and not getattr(source, "targets", None):
+      raise ConfigError(f"model.text.parse_weight > 0 learns to read captions into the "
+                        f"objects' attributes: {source!r} has no per-object targets (a "
+                        "captions:... source has)")
+    self.targets = source.targets if targets else None
 
   @property
   def shape(self):
@@ -185,8 +192,11 @@ class Tokenized:
 
   def __getitem__(self, i):
     r = self.source[i]
-    return {"image": r["image"], "label": r["label"],
-            "ids": self.tokenizer([self.source.caption(i)])[0]}
+    out = {"image": r["image"], "label": r["label"],
+           "ids": self.tokenizer([self.source.caption(i)])[0]}
+    if self.targets:
+      out["targets"] = r["targets"]
+    return out
 
   def __repr__(self):
     return f"Tokenized({self.source!r})"
@@ -210,6 +220,10 @@ class _Captioned:
       raise ConfigError(f"model.text.max_length must be >= 3 ([BOS] word [EOS]), got "
                         f"{t.max_length}")
     extra = {}
+    self.parse = t.get("parse_weight", 0.0) > 0
+    if self.parse and t.get("pretrained", ""):
+      raise ConfigError("model.text.parse_weight trains the text encoder to parse captions: a "
+                        "frozen model.text.pretrained encoder cannot learn it")
     if t.get("pretrained", ""):
       source = pretrained_source(t.pretrained)
       self.tokenizer = ClipPrompts(clip.CLIPTokenizer.from_json(source.tokenizer),
@@ -227,7 +241,7 @@ class _Captioned:
                "prompts": captions_of(self.eval_source, t.prompts), **extra})
 
   def load(self, split: str, train: bool):
-    return Tokenized(super().load(split, train), self.tokenizer)
+    return Tokenized(super().load(split, train), self.tokenizer, self.parse)
 
   def prepare_train(self, batch, rng):
     return {**super().prepare_train(batch, rng), "ids": batch["ids"]}

@@ -34,8 +34,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from gen.core.config import ConfigError
+from gen.core.data import captions
 from gen.core.family import DataSpec, Pipeline, make_optimizer
 from gen.diffusion import denoiser, networks, sampling, text
 from gen.diffusion import latent as latent_lib
@@ -47,18 +49,45 @@ DEFAULT_NUM = 16  # Images of one --prompt without --num.
 ARCHS = ("unet2d_condition", "dit")
 
 
+class SlotParser(nn.Module):
+  """Text states [B, L, W] -> per slot, logits of each attribute: one learned query per slot
+  reads the states by one attention (no MLP after it), then a linear layer per attribute.
+  So the states must hold each object's attributes where a query for its place can find
+  them, as the backbone's cross-attention reads them."""
+
+  counts: tuple[int, ...]  # Classes of each attribute (identity, colour, size; 0: empty).
+  slots: int
+  heads: int
+
+  @nn.compact
+  def __call__(self, states):
+    b, _, w = states.shape
+    queries = self.param("queries", nn.initializers.normal(1.0), (self.slots, w))
+    q = jnp.broadcast_to(queries, (b, self.slots, w))
+    h = nn.MultiHeadDotProductAttention(self.heads, name="attention")(q, states)
+    return [nn.Dense(c, name=f"head_{k}")(h) for k, c in enumerate(self.counts)]
+
+
 class TextConditioned(nn.Module):
   """`(x, cond, ids, train) -> raw output`: the text encoder's states of `ids` [B, L] read by
   the backbone's cross-attention (a UNet2DCondition sees the time as 1000 * cond, as gen's
   networks embed it); with `pooled`, the DiT's adaLN also reads their mean over all L
-  positions (padding included: the encoders' padded states see the whole prompt)."""
+  positions (padding included: the encoders' padded states see the whole prompt). With a
+  `parser` (`model.text.parse_weight`), `parse(ids)` gives its logits of the caption's
+  objects; sampling never calls it."""
 
   encoder: nn.Module
   backbone: nn.Module
   pooled: bool = False  # DiT: the mean of the states over the L positions joins adaLN too.
+  parser: nn.Module | None = None
+
+  def parse(self, ids):
+    return self.parser(self.encoder(ids))
 
   def __call__(self, x, cond, ids, train: bool = False):
     context = self.encoder(ids)
+    if self.parser is not None and self.is_initializing():
+      self.parser(context)  # Creates its params.
     cond = jnp.asarray(cond, jnp.float32)
     if isinstance(self.backbone, DiT):
       pooled = jnp.mean(context, axis=1) if self.pooled else None
@@ -110,6 +139,12 @@ def check(config, spec: DataSpec):
   if t.get("pooled", False) and m.arch != "dit":
     raise ConfigError("model.text.pooled feeds the DiT's adaLN: it needs model.arch='dit', "
                       f"got '{m.arch}'")
+  if m.get("unet_positions", False) and m.arch != "unet2d_condition":
+    raise ConfigError("model.unet_positions adds position codes to the UNet's attention: it "
+                      f"needs model.arch='unet2d_condition', got '{m.arch}' (the DiT has "
+                      "model.dit.positions)")
+  if t.get("parse_weight", 0.0) < 0:
+    raise ConfigError(f"model.text.parse_weight must be >= 0, got {t.parse_weight}")
   if m.arch == "unet2d_condition" and m.text_to_image.unet.cross_attention_dim != width:
     raise ConfigError(f"model.text_to_image.unet.cross_attention_dim = "
                       f"{m.text_to_image.unet.cross_attention_dim} must be the text encoder's "
@@ -131,15 +166,36 @@ def parts(config, spec: DataSpec, codec: latent_lib.Codec | None = None):
     backbone = DiT(shape[-1], d.patch, d.dim, d.depth, d.heads, d.mlp_ratio, m.dropout, 0,
                    d.positions, dtype=dtype)
   else:
-    backbone = unet2d_condition.from_config(m.text_to_image.unet, shape[-1], m.dropout, dtype)
+    backbone = unet2d_condition.from_config(m.text_to_image.unet, shape[-1], m.dropout, dtype,
+                                            bool(m.get("unet_positions", False)))
   d = config.diffusion
   prompts = tokenizer(list(spec.extra.get("prompts", ())) or [""])
   cfg = TextSettings(shape, 0, networks.process_name(d), t.caption_dropout, d.guidance,
                      d.clip_denoised, d.sampler, d.sample_steps, config.optim.ema_decay, codec,
                      tuple(int(i) for i in tokenizer([""])[0]),
                      tuple(tuple(int(i) for i in row) for row in prompts))
-  net = TextConditioned(encoder, backbone, bool(t.get("pooled", False)))
+  parser = None
+  if t.get("parse_weight", 0.0) > 0:
+    heads = dict((spec.extra or {}).get("targets") or ())
+    counts = tuple(c for name, c in heads.items() if name.startswith(captions.SLOTS[0] + "/"))
+    parser = SlotParser(counts, len(heads) // max(len(counts), 1), int(t.heads))
+  net = TextConditioned(encoder, backbone, bool(t.get("pooled", False)), parser)
   return (net, *networks.process_and_objective(d), cfg)
+
+
+def parse_loss(net: TextConditioned, weight: float, params, batch):
+  """`model.text.parse_weight` times the parser's cross-entropy on the batch's per-slot
+  targets (mean over slots and attributes), and its metrics: `parse_loss`, and `parsed`, the
+  share of captions whose every slot and attribute it reads right."""
+  logits = net.apply({"params": params}, batch["ids"].astype(jnp.int32), method=net.parse)
+  targets = batch["targets"].reshape(batch["targets"].shape[0], -1, len(logits))
+  losses, right = [], []
+  for k, z in enumerate(logits):
+    losses.append(optax.softmax_cross_entropy_with_integer_labels(z, targets[..., k]))
+    right.append(jnp.argmax(z, -1) == targets[..., k])
+  loss = jnp.mean(jnp.stack(losses))
+  parsed = jnp.mean(jnp.all(jnp.stack(right), axis=(0, 2)))
+  return weight * loss, {"parse_loss": loss, "parsed": parsed}
 
 
 def sample(net: nn.Module, process, objective, cfg: TextSettings, params, rng, num, ids=None,
@@ -223,7 +279,10 @@ def make(config, spec: DataSpec) -> Pipeline:
   tx = make_optimizer(config.optim, config.train.num_steps)
   bound = (net, process, objective, cfg)
   return Pipeline(init=functools.partial(denoiser.init, net, tx, cfg),
-                  train_step=functools.partial(denoiser.train_step, *bound),
+                  train_step=functools.partial(
+                      denoiser.train_step, *bound,
+                      aux=functools.partial(parse_loss, net, float(config.model.text.get(
+                          "parse_weight", 0.0))) if net.parser is not None else None),
                   eval_step=functools.partial(denoiser.eval_step, *bound),
                   sample=functools.partial(sample, *bound),
                   sample_options=functools.partial(sample_options, cfg,

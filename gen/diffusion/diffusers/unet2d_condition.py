@@ -49,6 +49,7 @@ from gen.diffusion.diffusers import tensors as tensors_lib
 from gen.diffusion.diffusers.unet2d import ResnetBlock2D, timestep_embedding
 from gen.nn import attention
 from gen.nn.conv import UpsampleConv
+from gen.nn.embeddings import sincos_2d
 from gen.nn.norm import GroupNorm
 
 CONFIG = "config.json"
@@ -158,6 +159,7 @@ class Transformer2D(nn.Module):
   num_layers: int = 1
   linear: bool = False
   upcast: bool = False
+  positions: bool = False  # gen's addition: sine-cosine 2-D codes join the tokens.
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -169,6 +171,8 @@ class Transformer2D(nn.Module):
       y = nn.Dense(c, dtype=dt, name="proj_in")(y.reshape(b, h * w, c))
     else:
       y = nn.Conv(c, (1, 1), dtype=dt, name="proj_in")(y).reshape(b, h * w, c)
+    if self.positions:
+      y = y + sincos_2d(h, w, c).astype(y.dtype)
     for i in range(self.num_layers):
       y = BasicTransformerBlock(self.heads, c // self.heads, self.upcast, dt,
                                 name=f"transformer_blocks_{i}")(y, context)
@@ -218,6 +222,7 @@ class UNet2DCondition(nn.Module):
   use_linear_projection: bool = False
   upcast_attention: bool = False
   dropout: float = 0.0
+  positions: bool = False  # Not diffusers': 2-D position codes in every Transformer2D.
   dtype: jnp.dtype = jnp.float32
 
   def _res(self, c, name, scale=1.0):
@@ -226,7 +231,7 @@ class UNet2DCondition(nn.Module):
 
   def _attn(self, heads, layers, name):
     return Transformer2D(heads, self.norm_num_groups, layers, self.use_linear_projection,
-                         self.upcast_attention, self.dtype, name=name)
+                         self.upcast_attention, self.positions, self.dtype, name=name)
 
   @nn.compact
   def __call__(self, x, t, context, train: bool = False):
@@ -277,9 +282,10 @@ class UNet2DCondition(nn.Module):
 
 
 def from_config(u, out_channels: int | None = None, dropout: float = 0.0,
-                dtype=jnp.float32) -> UNet2DCondition:
+                dtype=jnp.float32, positions: bool = False) -> UNet2DCondition:
   """The module of a config section `u` holding the config.json fields (`model.text_to_image.
-  unet`); `out_channels` overrides the section's."""
+  unet`); `out_channels` overrides the section's. `positions` (not a diffusers field) adds
+  fixed sine-cosine 2-D position codes to the tokens of every Transformer2D after proj_in."""
   return UNet2DCondition(
       u.out_channels if out_channels is None else out_channels, tuple(u.block_out_channels),
       tuple(DOWN_BLOCKS[b] for b in u.down_block_types),
@@ -287,7 +293,7 @@ def from_config(u, out_channels: int | None = None, dropout: float = 0.0,
       tuple(u.layers_per_block), tuple(u.transformer_layers_per_block), u.norm_num_groups,
       u.norm_eps, u.flip_sin_to_cos, u.freq_shift, u.downsample_padding,
       u.mid_block_scale_factor, u.use_linear_projection, u.upcast_attention, dropout,
-      dtype=dtype)
+      positions, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- loading
